@@ -1,0 +1,79 @@
+"""The `perturbjax` command.
+
+    perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+
+`--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
+key or a value of the wrong type is an error before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from perturbjax.config import apply_overrides, load_config
+
+
+def _split_overrides(rest: list[str]) -> list[str]:
+    """`--config.a.b=1` or `--config.a.b 1` -> `a.b=1`; anything else is an error."""
+    overrides, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--config."):
+            raise SystemExit(f"perturbjax: unrecognised argument {arg!r} "
+                             "(config overrides look like --config.train.num_steps=100)")
+        key = arg[len("--config."):]
+        if "=" not in key:
+            if i + 1 >= len(rest):
+                raise SystemExit(f"perturbjax: {arg} needs a value")
+            key, i = f"{key}={rest[i + 1]}", i + 1
+        overrides.append(key)
+        i += 1
+    return overrides
+
+
+def _train(args, rest) -> None:
+    from perturbjax.train.loop import train_and_evaluate  # keeps `--help` fast
+
+    try:
+        config = apply_overrides(load_config(args.config), _split_overrides(rest))
+    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
+        raise SystemExit(f"perturbjax: error in --config: {e}")
+    path, _, variant = args.config.partition(".py:")
+    experiment = os.path.splitext(os.path.basename(path))[0]
+    summary = train_and_evaluate(config, args.workdir, experiment=experiment,
+                                 variant=variant, progress=not args.no_progress)
+    _print_table(summary)
+
+
+def _print_table(summary: dict) -> None:
+    """Test metrics of the model and each baseline, selection metric first."""
+    keys = [summary["selection_metric"], "pearson", "spearman", "rmse", "precision_up@20",
+            "precision_down@20"]
+    rows = [(f"{summary['model']} (run)", summary["test"])] + [
+        (name, b["test"]) for name, b in summary["baselines"].items()]
+    width = max(len(r[0]) for r in rows)
+    print("\ntest metrics (model selected on validation)")
+    print(" ".join([f"{'model':<{width}}"] + [f"{k:>17}" for k in keys]))
+    for name, metrics in rows:
+        print(" ".join([f"{name:<{width}}"] + [f"{metrics[k]:>17.4f}" for k in keys]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser(
+        "train", help="train and evaluate one run",
+        description="Train the configured model, fit the configured baselines on the same split, "
+                    "and write config.json, metrics.jsonl and summary.json to the workdir. "
+                    "Further arguments --config.KEY=VALUE override config fields.")
+    train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
+    train.add_argument("--workdir", required=True, help="run directory (created if missing)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args, rest = parser.parse_known_args(argv)
+    {"train": _train}[args.command](args, rest)
+
+
+if __name__ == "__main__":
+    main()

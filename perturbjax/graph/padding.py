@@ -1,0 +1,134 @@
+"""HeteroGraph -> padded `jraph.GraphsTuple` with a frozen budget.
+
+Layout of the padded graph (the contract every layer relies on):
+
+    nodes = {"features": f32[N, F_max],  # a type's features left-aligned, zero-filled to F_max
+             "node_type": i32[N], "mask": bool[N]}
+    edges = {"edge_type": i32[E], "mask": bool[E]}
+    senders, receivers: i32[E] (flat node numbering, types in `schema.node_types` order)
+
+The budget is computed once per experiment and then frozen: every step sees the same shapes,
+so a training run compiles its step once. Masks, not positions, tell layers what is padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jraph
+import numpy as np
+
+from perturbjax.graph.hetero import EdgeType, HeteroGraph
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSchema:
+    """Static description of a padded graph that models are built from.
+
+    Attributes:
+      node_types: node type names; position = node type id.
+      feature_widths: input feature width of each node type (0 = no features).
+      edge_types: edge types; position = relation id.
+    """
+
+    node_types: tuple[str, ...]
+    feature_widths: tuple[int, ...]
+    edge_types: tuple[EdgeType, ...]
+
+    @classmethod
+    def of(cls, graph: HeteroGraph) -> "GraphSchema":
+        return cls(
+            tuple(graph.node_types),
+            tuple(graph.nodes[t].feature_width for t in graph.node_types),
+            tuple(graph.edge_types),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "node_types": list(self.node_types),
+            "feature_widths": list(self.feature_widths),
+            "edge_types": [str(k) for k in self.edge_types],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddingBudget:
+    """Sizes every padded graph of a run is padded to (nodes and edges include the padding)."""
+
+    n_node: int
+    n_edge: int
+    n_graph: int = 2
+
+    @classmethod
+    def fitting(cls, graph: HeteroGraph, multiple: int = 256, n_graph: int = 1) -> "PaddingBudget":
+        """Smallest budget holding `n_graph` real graphs like `graph`, rounded up to `multiple`.
+
+        One extra node is always reserved: `jraph.pad_with_graphs` needs a padding node for the
+        padding graph that absorbs the padding edges.
+        """
+        return cls(
+            n_node=_round_up(graph.num_nodes + 1, multiple),
+            n_edge=_round_up(max(graph.num_edges, 1), multiple),
+            n_graph=n_graph + 1,
+        )
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)
+
+
+def to_graphs_tuple(graph: HeteroGraph, budget: PaddingBudget | None = None,
+                    schema: GraphSchema | None = None) -> jraph.GraphsTuple:
+    """Flattens `graph` into one `GraphsTuple`, padded to `budget` when one is given.
+
+    Args:
+      graph: the heterogeneous graph.
+      budget: padding sizes; `None` returns the unpadded graph (tests use this).
+      schema: fixes type and relation ids; defaults to the graph's own schema. Must list the
+        graph's node and edge types in the same order when given.
+
+    Raises:
+      ValueError: if the graph does not fit the budget (naming which size overflowed).
+    """
+    schema = schema or GraphSchema.of(graph)
+    if tuple(graph.node_types) != schema.node_types:
+        raise ValueError(f"graph node types {graph.node_types} differ from schema {schema.node_types}")
+    unknown = set(graph.edge_types) - set(schema.edge_types)
+    if unknown:
+        raise ValueError(f"edge types {sorted(map(str, unknown))} are not in the schema")
+    offsets = graph.node_offsets()
+    f_max = max(schema.feature_widths, default=0)
+
+    features = np.zeros((graph.num_nodes, f_max), np.float32)
+    node_type = np.zeros(graph.num_nodes, np.int32)
+    for type_id, t in enumerate(schema.node_types):
+        ns, start = graph.nodes[t], offsets[t]
+        features[start:start + ns.count, :ns.feature_width] = ns.stacked_features()
+        node_type[start:start + ns.count] = type_id
+
+    relation_id = {k: i for i, k in enumerate(schema.edge_types)}
+    keys = graph.edge_types
+    senders = np.concatenate([graph.edges[k].senders + offsets[k.source] for k in keys] or [[]])
+    receivers = np.concatenate([graph.edges[k].receivers + offsets[k.target] for k in keys] or [[]])
+    edge_type = np.concatenate(
+        [np.full(graph.edges[k].count, relation_id[k], np.int32) for k in keys] or [[]])
+
+    gt = jraph.GraphsTuple(
+        nodes={"features": features, "node_type": node_type,
+               "mask": np.ones(graph.num_nodes, bool)},
+        edges={"edge_type": edge_type.astype(np.int32), "mask": np.ones(len(senders), bool)},
+        senders=senders.astype(np.int32), receivers=receivers.astype(np.int32),
+        n_node=np.array([graph.num_nodes], np.int32), n_edge=np.array([len(senders)], np.int32),
+        globals=None,
+    )
+    if budget is None:
+        return gt
+    if graph.num_nodes + 1 > budget.n_node or len(senders) > budget.n_edge or budget.n_graph < 2:
+        raise ValueError(
+            f"graph with {graph.num_nodes} nodes and {len(senders)} edges does not fit the padding "
+            f"budget {budget} (need n_node > nodes, n_edge >= edges, n_graph >= 2)")
+    return jraph.pad_with_graphs(gt, budget.n_node, budget.n_edge, budget.n_graph)

@@ -1,0 +1,61 @@
+"""Run logging: every metric goes to `metrics.jsonl`; W&B gets the same when enabled.
+
+The JSONL file is the source of truth (comparisons work offline); W&B is a view of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
+def wandb_mode(config: ml_collections.ConfigDict) -> str:
+    """`auto` means online with an API key (or a prior `wandb login`), offline otherwise."""
+    mode = config.wandb.mode
+    if mode != "auto":
+        return mode
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or os.path.exists(os.path.expanduser("~/.netrc"))
+    return "online" if has_key else "offline"
+
+
+class RunLogger:
+    """Appends one JSON object per call to `workdir/metrics.jsonl`, mirrors it to W&B."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict, experiment: str = "",
+                 variant: str = ""):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a")
+        self._wandb = None
+        mode = wandb_mode(config)
+        if mode != "disabled":
+            import wandb  # imported lazily: it is slow to import and tests disable it
+
+            self._wandb = wandb.init(
+                project=config.wandb.project, entity=config.wandb.entity or None,
+                group=experiment or None, job_type=variant or None, tags=list(config.wandb.tags),
+                config=config.to_dict(), dir=workdir, mode=mode)
+
+    def log(self, step: int, split: str, metrics: dict) -> None:
+        record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log({f"{split}/{k}": v for k, v in record.items()
+                             if k not in ("step", "split") and isinstance(v, (int, float))},
+                            step=int(step))
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()

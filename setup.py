@@ -1,0 +1,31 @@
+"""perturbjax: knowledge-graph GNNs for drug-induced gene-expression perturbations, in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="perturbjax",
+    version="0.1.0",
+    description=(
+        "Heterogeneous graph neural networks over biomedical knowledge graphs for predicting "
+        "drug-induced differential expression (LINCS L1000), in JAX/Flax."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["perturbjax", "perturbjax.*"]),
+    install_requires=[
+        "jax>=0.8",
+        "flax>=0.12",
+        "optax>=0.2.4",
+        "jraph>=0.0.6.dev0",
+        "orbax-checkpoint>=0.11",
+        "numpy>=1.26",
+        "rdkit>=2024.3",
+        "wandb>=0.19",
+        "ml_collections>=1.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"],
+    },
+    entry_points={"console_scripts": ["perturbjax=perturbjax.cli:main"]},
+)

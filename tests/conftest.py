@@ -1,0 +1,39 @@
+"""Shared fixtures: small generated graphs and demo data (nothing downloaded)."""
+
+import numpy as np
+import pytest
+
+from perturbjax.data.demo import DemoConfig, make_demo
+from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
+
+
+def small_graph() -> HeteroGraph:
+    """Three node types with features of differing widths (one featureless), four edge types."""
+    rng = np.random.default_rng(0)
+    nodes = {
+        "drug": NodeSet(np.array(["d0", "d1", "d2"]), {"fp": rng.random((3, 5))}),
+        "gene": NodeSet(np.array([f"g{i}" for i in range(6)]),
+                        {"emb": rng.normal(size=(6, 3)), "x": rng.normal(size=(6, 1))}),
+        "pathway": NodeSet(np.array(["p0", "p1"])),
+    }
+    edges = {
+        EdgeType("drug", "targets", "gene"): EdgeSet(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 3])),
+        EdgeType("gene", "interacts", "gene"): EdgeSet(np.array([0, 1, 2, 4]), np.array([1, 2, 3, 5])),
+        EdgeType("gene", "participates", "pathway"): EdgeSet(np.array([0, 3, 5]), np.array([0, 1, 1])),
+        EdgeType("pathway", "contains", "gene"): EdgeSet(np.array([0, 1, 1]), np.array([0, 3, 5])),
+    }
+    return HeteroGraph(nodes, edges)
+
+
+@pytest.fixture
+def graph() -> HeteroGraph:
+    return small_graph()
+
+
+TINY_DEMO = DemoConfig(n_genes=120, n_druggable=60, n_readout=30, n_pathways=8, n_diseases=5,
+                       n_cells=4, n_drugs=40, cells_per_drug=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo():
+    return make_demo(TINY_DEMO)

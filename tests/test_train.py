@@ -1,0 +1,105 @@
+"""The train loop on the seconds-long demo variant: one step, ten steps, a full run, the CLI."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from perturbjax import cli
+from perturbjax.config import apply_overrides, load_config
+from perturbjax.tasks import make_task
+from perturbjax.train.loop import make_optimizer, make_steps, predict, train_and_evaluate
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "experiments", "demo.py")
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(f"{DEMO}:test")
+
+
+@pytest.fixture(scope="module")
+def task(config):
+    return make_task(config)
+
+
+def _steps(task, config):
+    model = task.build_model(nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx, _ = make_optimizer(config.train)
+    train_step, predict_step = make_steps(task, graphdef, rest, tx)
+    return params, tx.init(params), train_step, predict_step
+
+
+def test_one_step_is_finite_and_metrics_in_range(task, config):
+    params, opt_state, train_step, predict_step = _steps(task, config)
+    batch = next(task.train_batches(0))
+    params, opt_state, stats = train_step(params, opt_state, jax.random.key(0), task.inputs, batch)
+    for name, value in stats.items():
+        assert np.isfinite(value), name
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    metrics = task.metrics("validation", predict(predict_step, params, task, "validation"))
+    for name, value in metrics.items():
+        assert np.isfinite(value), name
+        if name != "rmse":
+            assert -1.0 <= value <= 1.0, name
+    assert metrics["rmse"] > 0
+
+
+def test_ten_steps_lower_the_loss(task):
+    config = apply_overrides(load_config(f"{DEMO}:test"),
+                             ["train.warmup_steps=1", "train.num_steps=10", "model.dropout=0.0"])
+    params, opt_state, train_step, _ = _steps(task, config)
+    batch = next(task.train_batches(0))
+    losses = []
+    for i in range(10):
+        params, opt_state, stats = train_step(params, opt_state, jax.random.key(i), task.inputs, batch)
+        losses.append(float(stats["loss"]))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
+    summary = train_and_evaluate(config, str(tmp_path), experiment="demo", variant="test",
+                                 progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "metrics.jsonl", "summary.json"]
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["test"] == summary["test"]
+    assert set(on_disk["baselines"]) == {"mean", "ridge"}
+    for name in ("validation", "test"):
+        assert "pearson_centered" in on_disk[name] and "precision_up@100" in on_disk[name]
+        assert "pearson_centered" in on_disk["baselines"]["ridge"][name]
+    # The same shapes every step: one compilation of the train step for the whole run.
+    assert on_disk["compilations"] == {"train_step": 1, "predict_step": 1}
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["num_steps"] == 30
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [10, 20, 30]
+    assert {"loss", "learning_rate", "grad_norm", "param_norm", "update_norm"} <= set(train[0])
+    assert [r["step"] for r in records if r["split"] == "validation"] == [15, 30]
+    # Model selection used validation only: the selected step is one that was evaluated.
+    assert on_disk["selected_step"] in (15, 30)
+
+
+def test_a_baseline_can_be_the_run_model(tmp_path):
+    config = apply_overrides(load_config(f"{DEMO}:test"), ["model.name=target_ridge", "baselines=[]"])
+    summary = train_and_evaluate(config, str(tmp_path), progress=False)
+    assert summary["model"] == "target_ridge" and "alpha" in summary["chosen"]
+    assert np.isfinite(summary["test"]["pearson_centered"])
+
+
+def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(workdir), "--no-progress",
+              "--config.train.num_steps=12", "--config.baselines", "mean"])
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["step"] == 12 and list(summary["baselines"]) == ["mean"]
+    assert "test metrics" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="train.num_stepz"):
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "x"),
+                  "--config.train.num_stepz=3"])
+    with pytest.raises(SystemExit, match="unrecognised argument"):
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "x"), "--steps=3"])
+    assert not (tmp_path / "x").exists()  # nothing ran
