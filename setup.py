@@ -23,9 +23,10 @@ setup(
         "wandb>=0.19",
         "ml_collections>=1.0",
         "tqdm>=4.66",
+        "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9"],
     },
     entry_points={"console_scripts": ["perturbjax=perturbjax.cli:main"]},
 )

@@ -1,6 +1,7 @@
 """The `perturbjax` command.
 
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+    perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
@@ -12,6 +13,7 @@ import argparse
 import os
 
 from perturbjax.config import apply_overrides, load_config
+from perturbjax.eval.compare import DEFAULT_METRICS
 
 
 def _split_overrides(rest: list[str]) -> list[str]:
@@ -59,6 +61,15 @@ def _print_table(summary: dict) -> None:
         print(" ".join([f"{name:<{width}}"] + [f"{metrics[k]:>17.4f}" for k in keys]))
 
 
+def _compare(args, rest) -> None:
+    from perturbjax.eval.compare import comparison_table, load_summaries
+
+    if rest:
+        raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
+    groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
+    print(comparison_table(groups, metrics=args.metrics.split(","), part=args.part))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,8 +82,17 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     train.add_argument("--workdir", required=True, help="run directory (created if missing)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare = commands.add_parser(
+        "compare", help="table of runs' metrics, mean ± sd over the runs in each directory",
+        description="Markdown table of the model and baselines of every run directory given; "
+                    "each directory's summary.json files (searched recursively, e.g. one per "
+                    "seed) are one group, reported as mean ± sd.")
+    compare.add_argument("runs", nargs="+", help="directories holding summary.json files")
+    compare.add_argument("--part", default="test", choices=("test", "validation"))
+    compare.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                         help="comma-separated metric names")
     args, rest = parser.parse_known_args(argv)
-    {"train": _train}[args.command](args, rest)
+    {"train": _train, "compare": _compare}[args.command](args, rest)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,19 @@ def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit, match="unrecognised argument"):
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "x"), "--steps=3"])
     assert not (tmp_path / "x").exists()  # nothing ran
+
+
+def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
+    for seed, value in ((0, 0.5), (1, 0.7)):
+        run = tmp_path / "exp" / f"seed{seed}"
+        run.mkdir(parents=True)
+        metrics = {"pearson_centered": value, "rmse": 1.0}
+        (run / "summary.json").write_text(json.dumps(
+            {"model": "hetero_gat", "test": metrics, "validation": metrics,
+             "baselines": {"mean": {"test": {"pearson_centered": 0.0, "rmse": 2.0}}}}))
+    cli.main(["compare", str(tmp_path / "exp"), "--metrics", "pearson_centered,rmse"])
+    out = capsys.readouterr().out
+    assert "| exp: hetero_gat | 2 | 0.600 ± 0.141 | 1.000 ± 0.000 |" in out
+    assert "| exp: baseline mean | 2 | 0.000 ± 0.000 | 2.000 ± 0.000 |" in out
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        cli.main(["compare", str(tmp_path / "missing")])

@@ -1,0 +1,53 @@
+"""Tables of runs' test metrics, mean ± sd over the runs (seeds or folds) of each group.
+
+Reads only `summary.json` files, so it works on run directories from anywhere, offline.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+DEFAULT_METRICS = ("pearson_centered", "pearson", "spearman", "rmse", "precision_up@20",
+                   "precision_down@20", "per_gene_pearson")
+
+
+def load_summaries(directory: str) -> list[dict]:
+    """Every `summary.json` under `directory` (itself included), sorted by path."""
+    paths = sorted(glob.glob(os.path.join(directory, "**", "summary.json"), recursive=True))
+    if not paths:
+        raise FileNotFoundError(f"no summary.json under {directory}")
+    summaries = []
+    for path in paths:
+        with open(path) as f:
+            try:
+                summaries.append(json.load(f))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e})") from e
+    return summaries
+
+
+def _rows(label: str, summaries: list[dict], part: str) -> dict[str, list[dict]]:
+    """Metric dicts per row name: the run's model, then each baseline."""
+    rows = {f"{label}: {summaries[0]['model']}": [s[part] for s in summaries]}
+    for name in summaries[0].get("baselines", {}):
+        rows[f"{label}: baseline {name}"] = [s["baselines"][name][part] for s in summaries]
+    return rows
+
+
+def comparison_table(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS,
+                     part: str = "test") -> str:
+    """Markdown table: one row per model or baseline of each group, mean ± sd over its runs."""
+    lines = ["| model | runs | " + " | ".join(metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for label, summaries in groups.items():
+        for name, values in _rows(label, summaries, part).items():
+            cells = []
+            for m in metrics:
+                x = np.array([v[m] for v in values], float)
+                cells.append(f"{x.mean():.3f} ± {x.std(ddof=1):.3f}" if len(x) > 1 else f"{x[0]:.3f}")
+            lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
