@@ -18,10 +18,8 @@ from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import signature_metrics
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
-from perturbjax.models.baselines import BASELINES, make_baseline
+from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
-
-SELECTION_METRIC = "pearson_centered"
 
 
 def load_data(config: ml_collections.ConfigDict) -> PerturbationData:
