@@ -13,7 +13,7 @@ import argparse
 import os
 
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.eval.compare import DEFAULT_METRICS
+from perturbjax.eval.compare import DEFAULT_METRICS, comparison_table, load_summaries
 
 
 def _split_overrides(rest: list[str]) -> list[str]:
@@ -62,8 +62,6 @@ def _print_table(summary: dict) -> None:
 
 
 def _compare(args, rest) -> None:
-    from perturbjax.eval.compare import comparison_table, load_summaries
-
     if rest:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
     groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
