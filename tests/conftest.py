@@ -1,8 +1,20 @@
-"""Shared fixtures: small generated graphs and demo data (nothing downloaded)."""
+"""Shared fixtures: small generated graphs, demo data, and the real data directory.
+
+Tests of real files read them through `perturbjax.data.registry`; when `$PERTURBJAX_DATA_DIR` is
+unset it points at `../shared/data` beside the repository. A missing or corrupt file makes those
+tests fail (never skip), with the registry's message naming the file and its address.
+"""
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+os.environ.setdefault("PERTURBJAX_DATA_DIR",
+                      str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+from perturbjax.data import registry
 from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 
@@ -37,3 +49,9 @@ TINY_DEMO = DemoConfig(n_genes=120, n_druggable=60, n_readout=30, n_pathways=8, 
 @pytest.fixture(scope="session")
 def tiny_demo():
     return make_demo(TINY_DEMO)
+
+
+@pytest.fixture(scope="session")
+def real_file():
+    """`real_file("hetionet/nodes.tsv")` -> checked local path; raises if missing or corrupt."""
+    return registry.path
