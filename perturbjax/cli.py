@@ -2,6 +2,7 @@
 
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
     perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
+    perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --source S --path P
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
@@ -10,7 +11,9 @@ key or a value of the wrong type is an error before any work starts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.eval.compare import DEFAULT_METRICS, comparison_table, load_summaries
@@ -68,6 +71,48 @@ def _compare(args, rest) -> None:
     print(comparison_table(groups, metrics=args.metrics.split(","), part=args.part))
 
 
+def _data(args, rest) -> None:
+    from perturbjax.data import registry
+
+    if rest:
+        raise SystemExit(f"perturbjax data: unrecognised arguments {rest}")
+    if args.action == "list":
+        print(f"data directory: {registry.data_dir()} (set ${registry.DATA_DIR_ENV} to change)")
+        for name, f in registry.FILES.items():
+            print(f"{registry.status(name):>9}  {name:<38} {f.licence:<34} {f.description}")
+        return
+    if args.action == "verify":
+        states = {name: registry.status(name) for name in (args.names or registry.FILES)}
+        for name, state in states.items():
+            print(f"{state:>9}  {registry.data_dir() / name}")
+        bad = [n for n, s in states.items() if s == "corrupt" or (args.names and s == "missing")]
+        if bad:
+            raise SystemExit(f"perturbjax data verify: {len(bad)} file(s) missing or corrupt: {bad}")
+        return
+    if args.action == "fetch":
+        if not args.names:
+            raise SystemExit("perturbjax data fetch: name the files to fetch (see `perturbjax data list`)")
+        for name in args.names:
+            try:
+                print(registry.fetch(name, force=args.force))
+            except (registry.DataFileError, KeyError) as e:
+                raise SystemExit(f"perturbjax data fetch: {e}")
+        return
+    # summary
+    if not (args.source and args.path):
+        raise SystemExit("perturbjax data summary: --source and --path are required")
+    if args.source == "primekg":
+        from perturbjax.data.primekg import load_primekg
+
+        graph, _, report = load_primekg(args.path)
+    else:
+        from perturbjax.data.hetionet import load_hetionet_folder
+
+        graph, report = load_hetionet_folder(args.path)
+    print(report, file=sys.stderr)
+    print(json.dumps(graph.summary(), indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,8 +134,22 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("--part", default="test", choices=("test", "validation"))
     compare.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                          help="comma-separated metric names")
+    data = commands.add_parser(
+        "data", help="list, verify and fetch the registered data files; summarise a KG",
+        description="list: every registered file with its status (ok, missing, corrupt, "
+                    "unpinned), licence and content. verify [NAME ...]: checksums; fails on a "
+                    "corrupt file or a named missing one. fetch NAME ...: download into the data "
+                    "directory and verify. summary --source primekg|hetionet --path P: load a KG "
+                    "(PrimeKG kg.csv, or a Hetionet SIF file with nodes.tsv and metaedges.tsv "
+                    "beside it) and print node counts per type and edge counts per edge type as "
+                    "JSON (the load report goes to stderr).")
+    data.add_argument("action", choices=("list", "verify", "fetch", "summary"))
+    data.add_argument("names", nargs="*", help="registered file names, e.g. hetionet/nodes.tsv")
+    data.add_argument("--force", action="store_true", help="fetch: download even if present")
+    data.add_argument("--source", choices=("primekg", "hetionet"), help="summary: the KG format")
+    data.add_argument("--path", help="summary: kg.csv (PrimeKG) or a .sif/.sif.gz (Hetionet)")
     args, rest = parser.parse_known_args(argv)
-    {"train": _train, "compare": _compare}[args.command](args, rest)
+    {"train": _train, "compare": _compare, "data": _data}[args.command](args, rest)
 
 
 if __name__ == "__main__":

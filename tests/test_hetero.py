@@ -90,3 +90,35 @@ def test_edge_type_string_round_trip():
     with pytest.raises(ValueError, match="not of the form"):
         EdgeType.parse("drug-targets-gene")
 
+
+
+def test_with_nodes_appends_and_keeps_indices(graph):
+    g = graph.with_nodes("drug", ["d3"], {"fp": np.ones((1, 5))})
+    assert list(g.nodes["drug"].names) == ["d0", "d1", "d2", "d3"]
+    np.testing.assert_array_equal(g.nodes["drug"].features["fp"][:3], graph.nodes["drug"].features["fp"])
+    assert g.num_edges == graph.num_edges
+    new = graph.with_nodes("cell_line", ["c0", "c1"], {"basal": np.zeros((2, 4))})
+    assert new.nodes["cell_line"].count == 2 and new.nodes["cell_line"].feature_width == 4
+    with pytest.raises(ValueError, match="has features \\['fp'\\]"):
+        graph.with_nodes("drug", ["d3"])
+    with pytest.raises(ValueError, match="not unique"):
+        graph.with_nodes("drug", ["d0"], {"fp": np.ones((1, 5))})
+
+
+def test_with_edges_adds_once(graph):
+    key = EdgeType("drug", "targets", "gene")
+    g = graph.with_edges(key, [0, 0], [5, 0])  # (0, 0) already exists
+    assert g.edges[key].count == graph.edges[key].count + 1
+    g = graph.with_edges(EdgeType("drug", "treats", "pathway"), [1], [0])
+    assert g.summary()["edges"]["drug--treats-->pathway"] == 1
+    with pytest.raises(IndexError):
+        graph.with_edges(key, [9], [0])
+
+
+def test_with_features_adds_and_replaces(graph):
+    g = graph.with_features("pathway", {"emb": np.ones((2, 3))})
+    assert g.nodes["pathway"].feature_width == 3 and g.nodes["gene"].feature_width == 4
+    g = graph.with_features("gene", {"x": np.zeros((6, 2))})
+    assert sorted(g.nodes["gene"].features) == ["emb", "x"] and g.nodes["gene"].feature_width == 5
+    with pytest.raises(ValueError, match="feature 'x' has shape"):
+        graph.with_features("gene", {"x": np.zeros((5, 2))})

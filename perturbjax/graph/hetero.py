@@ -160,6 +160,40 @@ class HeteroGraph:
         nodes = {t: NodeSet(ns.names) if t in node_types else ns for t, ns in self.nodes.items()}
         return HeteroGraph(nodes, self.edges)
 
+    def with_features(self, node_type: str, features: Mapping[str, np.ndarray]) -> "HeteroGraph":
+        """Graph whose `node_type` nodes carry `features` besides (or replacing) their own."""
+        ns = self.nodes[_known(node_type, self.nodes)]
+        nodes = {**self.nodes, node_type: NodeSet(ns.names, {**ns.features, **features})}
+        return HeteroGraph(nodes, self.edges)
+
+    def with_nodes(self, node_type: str, names, features: Mapping[str, np.ndarray] | None = None
+                   ) -> "HeteroGraph":
+        """Graph with `names` appended to `node_type` (created if new); existing indices hold.
+
+        Features of the type must be given for the new nodes, feature for feature (a new node
+        with no value for a feature is a decision the caller makes, e.g. zeros plus a flag).
+        """
+        names = np.asarray(list(names), dtype=str)
+        features = dict(features or {})
+        old = self.nodes.get(node_type, NodeSet(np.zeros(0, str), {k: np.zeros((0, v.shape[1]))
+                                                                      for k, v in features.items()}))
+        if set(features) != set(old.features):
+            raise ValueError(f"node type {node_type!r} has features {sorted(old.features)}; "
+                             f"new nodes came with {sorted(features)}")
+        merged = NodeSet(np.concatenate([np.asarray(old.names, str), names]),
+                         {k: np.concatenate([old.features[k], np.asarray(features[k], np.float32)])
+                          for k in old.features})
+        return HeteroGraph({**self.nodes, node_type: merged}, self.edges)
+
+    def with_edges(self, edge_type: EdgeType, senders, receivers) -> "HeteroGraph":
+        """Graph with edges added to `edge_type` (created if new); repeated edges kept once."""
+        edge_type = EdgeType(*edge_type)
+        old = self.edges.get(edge_type, EdgeSet(np.zeros(0, np.int32), np.zeros(0, np.int32)))
+        pairs = np.stack([np.concatenate([old.senders, np.asarray(senders, np.int64)]),
+                          np.concatenate([old.receivers, np.asarray(receivers, np.int64)])], 1)
+        pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+        return HeteroGraph(self.nodes, {**self.edges, edge_type: EdgeSet(pairs[:, 0], pairs[:, 1])})
+
     def with_reverse_edges(self, skip: Iterable[str] = (), prefix: str = "rev_") -> "HeteroGraph":
         """Adds `target --rev_relation--> source` for each edge type, so messages flow both ways.
 

@@ -3,12 +3,15 @@
 Simple baselines match many published perturbation models, so every run reports them beside
 the graph model on the same split:
 
+* `zero`: no change at all; a reference that shows how much a metric rewards merely
+  predicting something other than the training mean (pearson_centered does).
 * `mean`: the training-mean signature for every condition.
 * `tanimoto_knn`: similarity-weighted signatures of the nearest training drugs by Tanimoto
   similarity of Morgan fingerprints (same cell line where measured).
 * `ridge`, `mlp`: regression on fingerprints + drug-target indicators + basal cell expression +
   log dose and time, the seed paper's baseline inputs.
 * `target_ridge`: ridge on target indicators (+ dose, time) alone.
+* `fingerprint_ridge`: ridge on fingerprints (+ dose, time) alone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,14 @@ class MeanSignature(Baseline):
 
     def predict(self, data, idx):
         return np.broadcast_to(self.mean, (len(idx), len(self.mean))).copy()
+
+
+class ZeroSignature(MeanSignature):
+    name = "zero"
+
+    def fit(self, data, train, validation):
+        self.mean = np.zeros(data.signatures.shape[1], np.float32)
+        self.chosen = {}
 
 
 class TanimotoKNN(Baseline):
@@ -157,6 +168,11 @@ class TargetRidge(Ridge):
     parts = ("targets", "covariates")
 
 
+class FingerprintRidge(Ridge):
+    name = "fingerprint_ridge"
+    parts = ("fingerprint", "covariates")
+
+
 class _MLP(nnx.Module):
     def __init__(self, d_in, d_hidden, d_out, dropout, rngs):
         self.l1 = nnx.Linear(d_in, d_hidden, rngs=rngs)
@@ -224,7 +240,7 @@ class MLP(_Standardised):
         return np.asarray(self._forward(model, self._features(data)[idx])) + self.y_mean
 
 
-BASELINES = {cls.name: cls for cls in (MeanSignature, TanimotoKNN, Ridge, TargetRidge, MLP)}
+BASELINES = {cls.name: cls for cls in (ZeroSignature, MeanSignature, TanimotoKNN, Ridge, TargetRidge, FingerprintRidge, MLP)}
 
 
 def make_baseline(name: str, seed: int = 0) -> Baseline:

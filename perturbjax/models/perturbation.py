@@ -119,7 +119,7 @@ class PerturbationModel(nnx.Module):
     def __init__(self, schema: GraphSchema, num_readout: int, *, layer: str = "hetero_gat",
                  hidden: int = 64, num_layers: int = 2, heads: int = 4, bases: int | None = None,
                  dropout: float = 0.0, num_covariates: int = 2, channels: int = 8,
-                 steps: int = 3, rngs: nnx.Rngs):
+                 steps: int = 3, readout_embedding: bool = False, rngs: nnx.Rngs):
         self.encoder = KGEncoder(schema, layer=layer, hidden=hidden, num_layers=num_layers,
                                  heads=heads, bases=bases, dropout=dropout, rngs=rngs)
         width = hidden * (num_layers + 1)  # the encoder's jumping-knowledge output
@@ -129,9 +129,16 @@ class PerturbationModel(nnx.Module):
         self.scale = nnx.Sequential(
             nnx.Linear(2 * width + num_covariates, hidden, rngs=rngs), nnx.gelu,
             nnx.Linear(hidden, 1, rngs=rngs))
-        self.propagation = SignalPropagation(
-            len(schema.edge_types), width, channels=channels, steps=steps, rngs=rngs)
+        # steps=0 leaves propagation out: on large graphs its [edges, batch, channels] messages
+        # cost more than the encoder.
+        self.propagation = (SignalPropagation(len(schema.edge_types), width, channels=channels,
+                                              steps=steps, rngs=rngs) if steps else None)
         self.gene_bias = nnx.Param(jnp.zeros((num_readout,)))
+        # A free vector per readout gene, for graphs whose gene nodes carry no features: the
+        # readout genes are the same in every split, so this is per-gene capacity like a
+        # regression's output weights, not a view of held-out drugs.
+        self.readout_embedding = (nnx.Param(jnp.zeros((num_readout, 2 * hidden)))
+                                  if readout_embedding else None)
         self.hidden = hidden
 
     def __call__(self, graph: jraph.GraphsTuple, drug: jax.Array, cell: jax.Array,
@@ -141,11 +148,15 @@ class PerturbationModel(nnx.Module):
         [B] and cell line [B], covariates [B, num_covariates], readout genes [G]."""
         h = self.encoder(graph, rngs=rngs, deterministic=deterministic)
         h_drug, h_cell = h[drug], h[cell]
-        gene_effect, gene_context = jnp.split(self.gene_key(h[readout]), 2, axis=-1)
+        gene_key = self.gene_key(h[readout])
+        if self.readout_embedding is not None:
+            gene_key = gene_key + self.readout_embedding[...]
+        gene_effect, gene_context = jnp.split(gene_key, 2, axis=-1)
         cell_gain, cell_shift = jnp.split(self.cell_key(h_cell), 2, axis=-1)
         norm = jnp.sqrt(self.hidden)
         effect = self.drug_key(h_drug) @ gene_effect.T / norm            # [B, G] drug x gene
-        effect = effect + self.propagation(h, graph, drug, readout)     # [B, G] along KG paths
+        if self.propagation is not None:
+            effect = effect + self.propagation(h, graph, drug, readout)  # [B, G] along KG paths
         gain = 1.0 + (cell_gain @ gene_context.T) / norm                # [B, G] cell x gene
         shift = (cell_shift @ gene_context.T) / norm                    # [B, G] cell x gene
         scale = nnx.softplus(self.scale(jnp.concatenate([h_drug, h_cell, covariates], -1)))

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from perturbjax.data import leakage
 from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
@@ -22,11 +23,76 @@ from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseli
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
 
 
-def load_data(config: ml_collections.ConfigDict) -> PerturbationData:
-    """The dataset named by `config.data.source`."""
-    if config.data.source == "demo":
-        return make_demo(DemoConfig(**config.data.demo.to_dict()))
-    raise ValueError(f"unknown data source {config.data.source!r}; expected 'demo'")
+DATA_SOURCES = ("demo", "hetionet_lincs_consensus")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every setting of a perturbation run, with defaults; experiment files change what differs.
+
+    `data.source` names the dataset and the section of the same name holds its options.
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = "perturbation"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "demo"
+    c.data.demo = ml_collections.ConfigDict(vars(DemoConfig()))
+    c.data.split = "cold_drug"  # random, cold_drug, cold_cell or scaffold
+    c.data.validation_fraction = 0.15
+    c.data.test_fraction = 0.15
+    c.data.num_folds = 0  # k-fold cross-validation when > 0: fold `data.fold` is the test part
+    c.data.fold = 0
+
+    c.graph = ml_collections.ConfigDict()
+    c.graph.drop_relations = []  # relation names or "src--rel-->dst" edge types to ablate
+    c.graph.drop_node_features = []  # node types whose input features the graph model ignores
+    c.graph.padding_multiple = 256
+    c.graph.keep_leaky_edges = False  # see perturbjax/data/leakage.py
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "hetero_gat"  # an encoder (hetero_gat, rgcn, hgt) or a baseline's name
+    c.model.hidden = 64
+    c.model.num_layers = 2
+    c.model.heads = 4
+    c.model.bases = 0  # R-GCN basis count; 0 = one weight matrix per relation
+    c.model.dropout = 0.1
+    c.model.channels = 8  # width of the drug signal propagated through the graph
+    c.model.propagation_steps = 3  # hops it travels (drug -> target -> partners -> ...); 0 = off
+    c.model.readout_embedding = False  # a free vector per readout gene
+
+    c.baselines = ["mean", "tanimoto_knn", "ridge", "target_ridge", "mlp"]
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 1000
+    c.train.batch_size = 32
+    c.train.learning_rate = 3e-3
+    c.train.warmup_steps = 100
+    c.train.weight_decay = 1e-4
+    c.train.clip_norm = 1.0
+    c.train.log_every = 50
+    c.train.eval_every = 100
+
+    c.wandb = ml_collections.ConfigDict()
+    c.wandb.mode = "auto"  # online with an API key, offline otherwise; "disabled" turns it off
+    c.wandb.project = "perturbjax"
+    c.wandb.entity = ""
+    c.wandb.tags = []
+    return c
+
+
+def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict]:
+    """The dataset named by `config.data.source`, and its load reports (empty for the demo)."""
+    source = config.data.source
+    if source == "demo":
+        return make_demo(DemoConfig(**config.data.demo.to_dict())), {}
+    if source == "hetionet_lincs_consensus":
+        from perturbjax.data.hetionet_lincs import ConsensusConfig, make_consensus
+
+        options = config.data.consensus.to_dict()
+        options["drug_features"] = tuple(options["drug_features"])
+        return make_consensus(ConsensusConfig(**options))
+    raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
 
 class PerturbationTask:
@@ -36,15 +102,20 @@ class PerturbationTask:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.data = load_data(config)  # baselines see the full data, whatever the ablation
-        graph = self.data.graph.drop_edge_types(config.graph.drop_relations)
+        # Baselines see the full data, whatever the ablation (they read only drug targets and
+        # features, never the L1000-derived edges).
+        self.data, self.load_reports = load_data(config)
+        graph, self.leakage = leakage.guard(self.data.graph, keep_leaky=config.graph.keep_leaky_edges)
+        graph = graph.drop_edge_types(config.graph.drop_relations)
         graph = graph.without_features(config.graph.drop_node_features)
         self.graph = graph
         self.schema = GraphSchema.of(graph)
         self.budget = PaddingBudget.fitting(graph, multiple=config.graph.padding_multiple)
         self.split = make_split(self.data, config.data.split, seed=config.seed,
                                 validation_fraction=config.data.validation_fraction,
-                                test_fraction=config.data.test_fraction)
+                                test_fraction=config.data.test_fraction,
+                                num_folds=config.data.num_folds or None,
+                                fold=config.data.fold if config.data.num_folds else None)
         self.train_mean = self.data.signatures[self.split.train].mean(0)
 
         offsets = graph.node_offsets()
@@ -71,7 +142,8 @@ class PerturbationTask:
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
                                  bases=m.bases or None, dropout=m.dropout, channels=m.channels,
-                                 steps=m.propagation_steps, rngs=rngs)
+                                 steps=m.propagation_steps,
+                                 readout_embedding=m.readout_embedding, rngs=rngs)
 
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
         return model(inputs["graph"], batch["drug"], batch["cell"], batch["covariates"],
@@ -118,8 +190,11 @@ class PerturbationTask:
     def describe(self) -> dict:
         """What a run's summary records about its data and graph."""
         return {
-            "split": {"kind": self.split.kind,
+            "split": {"kind": self.split.kind, "fold": self.split.fold,
+                      "num_folds": self.split.num_folds,
                       **{k: int(len(v)) for k, v in self.split.parts().items()}},
+            "leakage": self.leakage,
+            "load_reports": self.load_reports,
             "graph": self.graph.summary(),
             "schema": self.schema.to_json(),
             "padding_budget": self.budget.to_json(),

@@ -1,0 +1,983 @@
+"""LINCS L1000 readers: GCT/GCTX matrices, plate-to-signature collapse, and the LINCS tables.
+
+Every reader returns its result together with a `LoadReport` that says what was kept and what was
+dropped and why, so a silent loss of rows never goes unnoticed. Malformed input raises
+`ValueError` naming the file and the 1-based line (or HDF5 record) and what was expected there,
+because a message that says where to look is what makes a bad download fixable.
+
+Conventions, chosen to match how CMap writes these files:
+  * "-666", "NA", "NaN", "" (and a few similar spellings) mean missing. In the expression matrix
+    they become NaN; in metadata they become NaN and a column whose remaining values are all
+    numbers is stored as numbers (CMap writes e.g. `pert_dose` and `pert_time` as numbers).
+  * Gene identifiers are Entrez ids kept as strings, so they join with graph node ids without
+    int/str mismatches.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import io
+import re
+import warnings
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from perturbjax.data.report import LoadReport
+
+MISSING_TOKENS = ("", "-666", "-666.0", "-666.00", "-666.000", "NA", "na", "NaN", "nan", "N/A",
+                  "#N/A")
+"""Spellings of a missing value in CMap files (CMap's own marker is -666)."""
+
+CMAP_MISSING = -666.0
+MAD_SCALE = 1.4826
+"""Makes the median absolute deviation a consistent estimate of the standard deviation."""
+
+DEFAULT_GROUP_BY = ("pert_iname", "pert_dose", "pert_time", "cell_id")
+
+_LEADING_ZERO = r"^[+-]?0\d"  # "007" is an identifier, not the number 7
+
+
+# --------------------------------------------------------------------------------------------
+# Low-level text helpers
+# --------------------------------------------------------------------------------------------
+
+def _read_lines(path) -> list[str]:
+    """Lines of a (possibly gzipped) text file without line ends; UTF-8, else Latin-1."""
+    name = str(path)
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{name}: expected a valid gzip file: {e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # older CMap files hold Latin-1 micro signs
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _sep_word(sep: str) -> str:
+    return "tab" if sep == "\t" else "comma"
+
+
+def _field_counts(lines: Sequence[str], sep: str) -> np.ndarray:
+    """Number of fields on each line; quoted separators are ignored for CSV."""
+    if not len(lines):
+        return np.zeros(0, np.int64)
+    s = pd.Series(list(lines), dtype=object)
+    if sep != "\t":
+        s = s.str.replace(r'"(?:[^"]|"")*"', "", regex=True)
+    return s.str.count(re.escape(sep)).to_numpy(np.int64) + 1
+
+
+def _check_field_counts(counts: np.ndarray, expected: int, lineno: np.ndarray, name: str,
+                        sep: str, what: str = "") -> None:
+    bad = np.flatnonzero(counts != expected)
+    if bad.size:
+        i = bad[0]
+        more = f" ({bad.size} lines are malformed)" if bad.size > 1 else ""
+        raise ValueError(f"{name} line {lineno[i]}: expected {expected} {_sep_word(sep)}-separated "
+                         f"fields{what}, got {counts[i]}{more}")
+
+
+def _split_header(line: str, sep: str) -> list[str]:
+    if sep == "\t":
+        fields = line.split("\t")
+    else:
+        fields = next(csv.reader([line], delimiter=sep))
+    return [f.strip() for f in fields]
+
+
+def _parse_cells(lines: Sequence[str], sep: str, n_fields: int) -> np.ndarray:
+    """Object array [len(lines), n_fields] of raw strings; field counts were checked before."""
+    if not len(lines):
+        return np.empty((0, n_fields), dtype=object)
+    frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, header=None, dtype=str,
+                        na_filter=False, skip_blank_lines=False, engine="c",
+                        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+    return frame.to_numpy(dtype=object)
+
+
+def _to_float(cells: np.ndarray, lineno: np.ndarray, col_labels: Sequence[str],
+              name: str) -> tuple[np.ndarray, int]:
+    """Parses a block of numeric strings -> (float32 array, number of missing values)."""
+    shape = cells.shape
+    s = pd.Series(cells.ravel(), dtype=object).str.strip()
+    missing = s.isin(MISSING_TOKENS).to_numpy()
+    num = np.array(pd.to_numeric(s.mask(missing), errors="coerce"), dtype=np.float64)
+    bad = np.flatnonzero(np.isnan(num) & ~missing)
+    if bad.size:
+        r, c = divmod(int(bad[0]), shape[1])
+        raise ValueError(f"{name} line {lineno[r]}: expected a number in column "
+                         f"{col_labels[c]!r}, got {s.iloc[bad[0]]!r}")
+    sentinel = num == CMAP_MISSING
+    num[sentinel] = np.nan
+    return num.reshape(shape).astype(np.float32), int(missing.sum() + sentinel.sum())
+
+
+def _coerce_meta(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Missing tokens -> NaN; columns whose present values all parse become numeric.
+
+    Returns the converted frame and the number of missing metadata values.
+    """
+    out, n_missing = {}, 0
+    for col in frame.columns:
+        s = frame[col]
+        if pd.api.types.is_bool_dtype(s):
+            out[col] = s
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            sentinel = s == CMAP_MISSING
+            n_missing += int(sentinel.sum() + s.isna().sum())
+            out[col] = s.mask(sentinel) if sentinel.any() else s
+            continue
+        s = s.astype(object)
+        stripped = s.str.strip()  # NaN for non-string cells, which are kept as they are
+        s = stripped.where(stripped.notna(), s)
+        missing = s.isna() | s.isin(MISSING_TOKENS)
+        n_missing += int(missing.sum())
+        s = s.mask(missing)
+        present = s[~missing]
+        if len(present) and not present.str.match(_LEADING_ZERO, na=False).any():
+            num = pd.to_numeric(present, errors="coerce")
+            if num.notna().all():
+                s = pd.to_numeric(s)
+        out[col] = s
+    return pd.DataFrame(out, index=frame.index), n_missing
+
+
+def _first_duplicate(values: pd.Series) -> int | None:
+    dup = np.flatnonzero(values.duplicated().to_numpy())
+    return int(dup[0]) if dup.size else None
+
+
+# --------------------------------------------------------------------------------------------
+# GCT / GCTX
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GCT:
+    """An expression matrix with its row (gene/probe) and column (sample) annotations.
+
+    Attributes:
+      data: float32 [n_rows, n_cols]; NaN where the file had a missing value.
+      row_meta: one row per matrix row, indexed by row id (index name `rid`).
+      col_meta: one row per matrix column, indexed by column id (index name `cid`).
+      version: the file's format version ("1.2", "1.3", "GCTX1.0").
+    """
+
+    data: np.ndarray
+    row_meta: pd.DataFrame
+    col_meta: pd.DataFrame
+    version: str = "1.3"
+
+    def __post_init__(self):
+        data = np.asarray(self.data, dtype=np.float32)
+        if data.ndim != 2:
+            raise ValueError(f"GCT data must be 2-D, got shape {data.shape}")
+        for attr, n, idx_name in (("row_meta", data.shape[0], "rid"),
+                                  ("col_meta", data.shape[1], "cid")):
+            meta = getattr(self, attr)
+            if len(meta) != n:
+                raise ValueError(f"GCT {attr} has {len(meta)} entries for {n} matrix {idx_name}s")
+            index = pd.Index(meta.index.astype(str), name=idx_name)
+            if not index.is_unique:
+                raise ValueError(f"GCT {attr} ids are not unique, e.g. "
+                                 f"{index[index.duplicated()][:3].tolist()}")
+            meta = meta.copy()
+            meta.index = index
+            object.__setattr__(self, attr, meta)
+        object.__setattr__(self, "data", data)
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        return self.row_meta.index.to_numpy(dtype=str)
+
+    @property
+    def col_ids(self) -> np.ndarray:
+        return self.col_meta.index.to_numpy(dtype=str)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    def subset(self, rows=None, cols=None) -> "GCT":
+        """A GCT of the chosen rows and columns, in the order given.
+
+        Args:
+          rows, cols: None (all), ids, integer positions, or a boolean mask.
+        """
+        r = _positions(self.row_meta.index, rows, "row")
+        c = _positions(self.col_meta.index, cols, "column")
+        return GCT(self.data[np.ix_(r, c)], self.row_meta.iloc[r], self.col_meta.iloc[c],
+                   self.version)
+
+
+def _positions(index: pd.Index, sel, what: str) -> np.ndarray:
+    if sel is None:
+        return np.arange(len(index))
+    arr = np.asarray(sel)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.dtype == bool:
+        if arr.shape != (len(index),):
+            raise ValueError(f"{what} mask has length {arr.size}, expected {len(index)}")
+        return np.flatnonzero(arr)
+    if arr.size and np.issubdtype(arr.dtype, np.integer):
+        if arr.min() < -len(index) or arr.max() >= len(index):
+            raise IndexError(f"{what} positions out of range for {len(index)} {what}s")
+        return arr
+    pos = index.get_indexer(arr.astype(str))
+    if (pos < 0).any():
+        unknown = arr[pos < 0]
+        raise KeyError(f"{unknown.size} {what} ids are not in the GCT, e.g. {unknown[:3].tolist()}")
+    return pos
+
+
+def read_gct(path) -> tuple[GCT, LoadReport]:
+    """Reads a GCT 1.2 or 1.3 text file (optionally gzipped).
+
+    The dimension line is checked against the file's content, so a truncated download fails
+    loudly instead of yielding a smaller matrix.
+    """
+    name = str(path)
+    report = LoadReport(name)
+    lines = _read_lines(path)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{name} line 1: expected a version line '#1.2' or '#1.3', "
+                         f"the file is empty")
+    version = lines[0].strip()
+    if version not in ("#1.2", "#1.3"):
+        raise ValueError(f"{name} line 1: expected a version line '#1.2' or '#1.3', "
+                         f"got {lines[0][:40]!r}")
+    version = version[1:]
+    if len(lines) < 3:
+        raise ValueError(f"{name} line {len(lines) + 1}: expected a "
+                         f"{'dimension' if len(lines) == 1 else 'header'} line, the file ends")
+    dims = lines[1].split()
+    layout = "n_rows n_cols" + (" n_row_meta n_col_meta" if version == "1.3" else "")
+    if len(dims) != len(layout.split()) or not all(d.isdigit() for d in dims):
+        raise ValueError(f"{name} line 2: expected {len(layout.split())} non-negative integers "
+                         f"({layout}), got {lines[1][:60]!r}")
+    if version == "1.3":
+        n_rows, n_cols, n_rmeta, n_cmeta = map(int, dims)
+    else:
+        (n_rows, n_cols), n_rmeta, n_cmeta = map(int, dims), 1, 0  # 1.2: Name, Description
+    width = 1 + n_rmeta + n_cols
+
+    header = lines[2].split("\t")
+    if len(header) != width:
+        raise ValueError(f"{name} line 3: expected {width} tab-separated fields (id, {n_rmeta} "
+                         f"row-metadata fields and {n_cols} column ids, as line 2 declares), "
+                         f"got {len(header)}")
+    header = [h.strip() for h in header]
+    rmeta_names, cids = header[1:1 + n_rmeta], header[1 + n_rmeta:]
+    dup = _first_duplicate(pd.Series(cids))
+    if dup is not None:
+        raise ValueError(f"{name} line 3: column ids must be unique, {cids[dup]!r} repeats")
+    if "" in cids:
+        raise ValueError(f"{name} line 3: column {1 + n_rmeta + cids.index('') + 1} has an "
+                         f"empty column id")
+
+    block = lines[3:]
+    if len(block) < n_cmeta + n_rows:
+        got = len(block) - n_cmeta
+        what = (f"{n_cmeta} column-metadata lines (as line 2 declares), got {len(block)}"
+                if got < 0 else f"{n_rows} data rows (as line 2 declares), got {got}")
+        raise ValueError(f"{name} line {len(lines) + 1}: expected {what} before the file ends")
+    if len(block) > n_cmeta + n_rows:
+        raise ValueError(f"{name} line {4 + n_cmeta + n_rows}: expected the end of the file "
+                         f"after {n_rows} data rows (as line 2 declares), got "
+                         f"{len(block) - n_cmeta - n_rows} more lines")
+    lineno = np.arange(4, 4 + len(block))
+    _check_field_counts(_field_counts(block, "\t"), width, lineno, name, "\t",
+                        f" (id, {n_rmeta} row-metadata fields, {n_cols} values)")
+    cells = _parse_cells(block, "\t", width)
+
+    cm = cells[:n_cmeta]
+    cmeta_names = pd.Series(cm[:, 0], dtype=object).str.strip()
+    dup = _first_duplicate(cmeta_names)
+    if dup is not None:
+        raise ValueError(f"{name} line {lineno[dup]}: column-metadata field "
+                         f"{cmeta_names[dup]!r} repeats")
+    col_meta = pd.DataFrame(cm[:, 1 + n_rmeta:].T, index=pd.Index(cids, name="cid"),
+                            columns=cmeta_names.tolist())
+
+    rows = cells[n_cmeta:]
+    rows_lineno = lineno[n_cmeta:]
+    rids = pd.Series(rows[:, 0], dtype=object).str.strip()
+    if (rids == "").any():
+        raise ValueError(f"{name} line {rows_lineno[np.flatnonzero(rids == '')[0]]}: "
+                         f"expected a row id in the first field, got an empty one")
+    dup = _first_duplicate(rids)
+    if dup is not None:
+        first = rows_lineno[np.flatnonzero(rids.to_numpy() == rids[dup])[0]]
+        raise ValueError(f"{name} line {rows_lineno[dup]}: row id {rids[dup]!r} repeats "
+                         f"(first at line {first})")
+    row_meta = pd.DataFrame(rows[:, 1:1 + n_rmeta], index=pd.Index(rids.tolist(), name="rid"),
+                            columns=rmeta_names)
+    data, n_missing = _to_float(rows[:, 1 + n_rmeta:], rows_lineno, cids, name)
+
+    row_meta, rm_missing = _coerce_meta(row_meta)
+    col_meta, cm_missing = _coerce_meta(col_meta)
+    report.kept["rows"], report.kept["cols"] = n_rows, n_cols
+    report.notes["version"] = version
+    report.notes["missing_values"] = n_missing
+    report.notes["missing_metadata_values"] = rm_missing + cm_missing
+    return GCT(data, row_meta, col_meta, version), report
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    """Bytes from HDF5 -> str (UTF-8, else Latin-1); other arrays unchanged."""
+    if values.dtype.kind == "S":
+        try:
+            return np.char.decode(values, "utf-8").astype(object)
+        except UnicodeDecodeError:
+            return np.char.decode(values, "latin-1").astype(object)
+    if values.dtype.kind == "O":
+        s = pd.Series(values, dtype=object)
+        is_bytes = s.map(lambda v: isinstance(v, bytes)).to_numpy(bool)  # h5py vlen strings
+        if is_bytes.any():
+            s[is_bytes] = s[is_bytes].str.decode("utf-8", errors="replace")
+        return s.to_numpy(dtype=object)
+    return values
+
+
+def _gctx_meta(group: h5py.Group, ids: np.ndarray, where: str, name: str,
+               index_name: str) -> pd.DataFrame:
+    """One column per 1-D dataset of a GCTX metadata group, indexed by the group's `id`."""
+    fields = {}
+    for key, ds in group.items():
+        if key == "id":
+            continue
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (len(ids),):
+            shape = getattr(ds, "shape", "a group")
+            raise ValueError(f"{name}: record {where}/{key} has shape {shape}, expected "
+                             f"({len(ids)},), one value per id in {where}/id")
+        fields[key] = _decode(ds[()])
+    return pd.DataFrame(fields, index=pd.Index(ids, name=index_name))
+
+
+def read_gctx(path) -> tuple[GCT, LoadReport]:
+    """Reads a CMap GCTX (HDF5) file: `/0/DATA/0/matrix` [n_cols, n_rows] plus `/0/META`."""
+    name = str(path)
+    report = LoadReport(name)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{name}: expected an HDF5 (GCTX) file: {e}") from e
+    with handle as f:
+        for rec in ("0/DATA/0/matrix", "0/META/ROW/id", "0/META/COL/id"):
+            if rec not in f:
+                raise ValueError(f"{name}: record /{rec} is missing; expected the GCTX layout "
+                                 f"/0/DATA/0/matrix, /0/META/ROW/id, /0/META/COL/id")
+        rids = _decode(f["0/META/ROW/id"][()]).astype(str)
+        cids = _decode(f["0/META/COL/id"][()]).astype(str)
+        matrix = f["0/DATA/0/matrix"]
+        if matrix.shape != (len(cids), len(rids)):
+            raise ValueError(f"{name}: record /0/DATA/0/matrix has shape {matrix.shape}, "
+                             f"expected (n_cols, n_rows) = ({len(cids)}, {len(rids)}) from "
+                             f"/0/META/COL/id and /0/META/ROW/id")
+        for what, ids in (("/0/META/ROW/id", rids), ("/0/META/COL/id", cids)):
+            dup = _first_duplicate(pd.Series(ids))
+            if dup is not None:
+                raise ValueError(f"{name}: record {what} entry {dup}: id {ids[dup]!r} repeats")
+        data = np.ascontiguousarray(np.asarray(matrix[()], dtype=np.float32).T)
+        row_meta = _gctx_meta(f["0/META/ROW"], rids, "/0/META/ROW", name, "rid")
+        col_meta = _gctx_meta(f["0/META/COL"], cids, "/0/META/COL", name, "cid")
+        version = f.attrs.get("version", b"GCTX1.0")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+    sentinel = data == CMAP_MISSING
+    data[sentinel] = np.nan
+    row_meta, rm_missing = _coerce_meta(row_meta)
+    col_meta, cm_missing = _coerce_meta(col_meta)
+    report.kept["rows"], report.kept["cols"] = data.shape
+    report.notes["version"] = version
+    report.notes["missing_values"] = int(np.isnan(data).sum())
+    report.notes["missing_metadata_values"] = rm_missing + cm_missing
+    return GCT(data, row_meta, col_meta, version), report
+
+
+def read_matrix(path) -> tuple[GCT, LoadReport]:
+    """Reads a `.gct`, `.gct.gz` or `.gctx` file, chosen by its extension."""
+    lower = str(path).lower()
+    if lower.endswith(".gctx"):
+        return read_gctx(path)
+    if lower.endswith((".gct", ".gct.gz")):
+        return read_gct(path)
+    raise ValueError(f"{path}: expected a .gct, .gct.gz or .gctx file")
+
+
+# --------------------------------------------------------------------------------------------
+# Level 3 -> level 5: robust z-scores against vehicle controls, MODZ replicate collapse
+# --------------------------------------------------------------------------------------------
+
+def _control_stats(x: np.ndarray, is_control: np.ndarray,
+                   mad_floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row median and floored, scaled MAD of the control columns."""
+    ctl = x[:, is_control]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes stay NaN, reported
+        med = np.nanmedian(ctl, axis=1)
+        mad = np.nanmedian(np.abs(ctl - med[:, None]), axis=1) * MAD_SCALE
+    floored = mad < mad_floor
+    return med, np.where(floored, mad_floor, mad), floored
+
+
+def robust_zscore(x: np.ndarray, is_control: np.ndarray, *, mad_floor: float = 0.1) -> np.ndarray:
+    """Robust z-score of every column of `x` [genes, wells] against its control columns.
+
+    z = (x - median(controls)) / max(1.4826 * MAD(controls), mad_floor), per gene. Median and
+    MAD resist the odd failed control well; the floor keeps genes whose controls barely vary
+    from turning noise into huge z-scores.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    is_control = np.asarray(is_control, dtype=bool)
+    if x.ndim != 2 or is_control.shape != (x.shape[1],):
+        raise ValueError(f"expected x [genes, wells] and a control mask of length x.shape[1], "
+                         f"got {x.shape} and {is_control.shape}")
+    if not is_control.any():
+        raise ValueError("robust_zscore needs at least one control column")
+    med, scale, _ = _control_stats(x, is_control, mad_floor)
+    return ((x - med[:, None]) / scale[:, None]).astype(np.float32)
+
+
+def modz(z: np.ndarray, groups: np.ndarray, *,
+         min_weight: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Collapses replicate columns into one moderated z-score (MODZ) signature per group.
+
+    Each replicate is weighted by its mean Spearman correlation (over genes) with the other
+    replicates of its group, clipped below at `min_weight` and normalised to sum to 1, so a
+    replicate that disagrees with the rest barely counts. A lone replicate has weight 1. Missing
+    values are skipped (the weights of the present replicates are renormalised).
+
+    Args:
+      z: [genes, n] z-scores.
+      groups: [n] integer group codes 0..n_groups-1.
+
+    Returns:
+      signatures float32 [genes, n_groups] and the weight of each column [n].
+    """
+    z = np.asarray(z, dtype=np.float64)
+    groups = np.asarray(groups, dtype=np.int64)
+    n_genes, n = z.shape
+    if groups.shape != (n,) or (n and groups.min() < 0):
+        raise ValueError(f"expected {n} non-negative group codes, got shape {groups.shape}")
+    n_groups = int(groups.max()) + 1 if n else 0
+
+    ranks = pd.DataFrame(z).rank(axis=0, method="average").to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        col_mean = np.nanmean(ranks, axis=0)
+    ranks = np.where(np.isnan(ranks), np.nan_to_num(col_mean)[None, :], ranks)
+    centred = ranks - ranks.mean(axis=0)
+    norm = np.linalg.norm(centred, axis=0)
+    unit = np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
+
+    cols = pd.DataFrame({"g": groups, "i": np.arange(n)})
+    pairs = cols.merge(cols.rename(columns={"i": "j"}), on="g")
+    pairs = pairs[pairs["i"] != pairs["j"]]
+    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    corr = np.einsum("gp,gp->p", unit[:, i], unit[:, j])
+    n_others = np.bincount(i, minlength=n)
+    mean_corr = np.bincount(i, weights=corr, minlength=n) / np.maximum(n_others, 1)
+    raw = np.where(n_others > 0, np.maximum(mean_corr, min_weight), 1.0)
+    weights = raw / np.bincount(groups, weights=raw, minlength=n_groups)[groups]
+
+    finite = np.isfinite(z)
+    num = np.zeros((n_groups, n_genes))
+    den = np.zeros((n_groups, n_genes))
+    np.add.at(num, groups, (np.where(finite, z, 0.0) * weights).T)
+    np.add.at(den, groups, (finite * weights).T)
+    sig = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+    return sig.T.astype(np.float32), weights
+
+
+def plate_to_signatures(gct: GCT, *, control: str = "ctl_vehicle",
+                        group_by: Sequence[str] = DEFAULT_GROUP_BY,
+                        control_field: str = "pert_type", include: Sequence[str] | None = None,
+                        zscored: bool = False, mad_floor: float = 0.1, min_weight: float = 0.01,
+                        source: str = "plate") -> tuple[GCT, LoadReport]:
+    """Turns one L1000 plate into level-5-like signatures: one MODZ z-score vector per group.
+
+    Level 3 input (log2 expression) is first robust-z-scored per gene against the plate's vehicle
+    control wells (`col_meta[control_field] == control`; on CMap plates `pert_type ==
+    "ctl_vehicle"`, the DMSO wells), so each signature says how the treatment moved a gene
+    relative to untreated cells on the same plate. With `zscored=True` the input is taken as
+    level 4 z-scores and only collapsed. Replicates sharing all `group_by` values are then
+    collapsed with `modz`.
+
+    Args:
+      gct: the plate, genes x wells.
+      control: value of `control_field` that marks control wells.
+      group_by: column-metadata fields that identify one signature.
+      include: `control_field` values of the wells to collapse; None means every non-control well.
+      zscored: the input already holds z-scores (level 4); skip the z-scoring.
+      mad_floor: smallest scale (scaled MAD) a gene may have, in the data's units.
+      min_weight: lower clip of a replicate's MODZ weight.
+      source: name used in the report and in errors.
+
+    Returns:
+      (signatures GCT [genes, groups] whose col_meta holds the `group_by` fields,
+      `n_replicates` and `replicate_ids` ("|"-joined well ids), LoadReport).
+    """
+    meta = gct.col_meta
+    group_by = list(group_by)
+    missing = [f for f in dict.fromkeys([control_field, *group_by]) if f not in meta.columns]
+    if missing:
+        raise ValueError(f"{source}: column metadata lacks the fields {missing}; it has "
+                         f"{list(meta.columns)}")
+    report = LoadReport(source)
+    kinds = meta[control_field]
+    is_control = np.asarray((kinds == control).fillna(False), dtype=bool)
+    if zscored:
+        z = gct.data
+    else:
+        if not is_control.any():
+            present = sorted(map(str, kinds.dropna().unique()))
+            raise ValueError(f"{source}: the plate has no control wells: no column has "
+                             f"{control_field} == {control!r} (values present: {present}); "
+                             f"choose `control`, or pass zscored=True for level-4 input")
+        med, scale, floored = _control_stats(gct.data.astype(np.float64), is_control, mad_floor)
+        z = (gct.data - med[:, None]) / scale[:, None]
+        report.kept["control_wells"] = int(is_control.sum())
+        report.notes["genes_at_mad_floor"] = int(floored.sum())
+        report.notes["genes_without_control_values"] = int(np.isnan(med).sum())
+        if is_control.sum() < 3:
+            report.notes["warning"] = (f"only {int(is_control.sum())} control wells: the MAD is "
+                                       f"unreliable")
+
+    selected = ~is_control if include is None else kinds.isin(list(include)).to_numpy()
+    skipped = ~selected & ~is_control
+    report.drop(f"{control_field} not in include", int(skipped.sum()),
+                gct.col_ids[skipped][:5])
+    if not selected.any():
+        raise ValueError(f"{source}: no wells to collapse (include={include!r}, "
+                         f"{control_field} values present: "
+                         f"{sorted(map(str, kinds.dropna().unique()))})")
+
+    sel_meta = meta.loc[selected, group_by]
+    parts = [np.where(sel_meta[f].isna(), "NA", sel_meta[f].astype(object).to_numpy()).astype(str)
+             for f in group_by]
+    key = pd.Series(parts[0], dtype=object)
+    for p in parts[1:]:
+        key = key + "|" + p
+    codes, uniques = pd.factorize(key, sort=False)
+    signatures, _ = modz(np.asarray(z)[:, selected], codes, min_weight=min_weight)
+
+    first = np.unique(codes, return_index=True)[1]
+    out_meta = sel_meta.iloc[first].copy()
+    out_meta.index = pd.Index(np.asarray(uniques, dtype=str), name="cid")
+    n_rep = np.bincount(codes)
+    out_meta["n_replicates"] = n_rep
+    out_meta["replicate_ids"] = (pd.Series(gct.col_ids[selected]).groupby(codes).agg("|".join)
+                                 .to_numpy())
+    report.kept["treated_wells"] = int(selected.sum())
+    report.kept["signatures"] = len(uniques)
+    report.kept["genes"] = gct.shape[0]
+    report.notes["replicates_per_signature"] = {int(k): int(v) for k, v in
+                                                zip(*np.unique(n_rep, return_counts=True))}
+    return GCT(signatures, gct.row_meta, out_meta, gct.version), report
+
+
+# --------------------------------------------------------------------------------------------
+# LINCS tables
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Table:
+    frame: pd.DataFrame  # stripped strings, NaN for missing values
+    lineno: np.ndarray  # 1-based file line of each row
+    name: str
+
+
+def _read_table(path, required: Sequence[str], report: LoadReport, sep: str | None = None,
+                header_ok=None) -> _Table:
+    """A delimited table as stripped strings; checks the header and every line's field count."""
+    name = str(path)
+    lines = _read_lines(path)
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{name} line 1: expected a header row, got "
+                         f"{'an empty file' if not lines else 'a blank line'}")
+    if sep is None:
+        sep = "\t" if "\t" in lines[0] else ","
+    header = _split_header(lines[0], sep)
+    dup = _first_duplicate(pd.Series(header))
+    if dup is not None:
+        raise ValueError(f"{name} line 1: column names must be unique, {header[dup]!r} repeats")
+    if header_ok is not None:
+        header_ok(header)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{name} line 1: missing required columns {missing}; found {header}")
+    body = np.asarray(lines[1:], dtype=object)
+    blank = (pd.Series(body, dtype=object).str.strip() == "").to_numpy(bool)
+    lineno = np.arange(2, 2 + len(body))
+    report.drop("blank line", int(blank.sum()), [f"line {n}" for n in lineno[blank][:5]])
+    body, lineno = body[~blank], lineno[~blank]
+    _check_field_counts(_field_counts(body, sep), len(header), lineno, name, sep,
+                        " (one per header column)")
+    cells = _parse_cells(body, sep, len(header))
+    frame = pd.DataFrame(cells, columns=header)
+    for col in header:
+        s = frame[col].str.strip()
+        frame[col] = s.mask(s.isin(MISSING_TOKENS))
+    return _Table(frame, lineno, name)
+
+
+def _drop_bad_ids(table: _Table, id_col: str, report: LoadReport,
+                  blank_reason: str | None = None) -> _Table:
+    """Drops rows with a blank id and later repeats of an id, reporting both."""
+    ids = table.frame[id_col]
+    blank = np.array(ids.isna(), dtype=bool)
+    report.drop(blank_reason or f"blank {id_col}", int(blank.sum()),
+                [f"line {n}" for n in table.lineno[blank][:5]])
+    dup = ids.duplicated(keep="first").to_numpy() & ~blank
+    if dup.any():
+        first_line = pd.Series(table.lineno, index=ids.to_numpy()).groupby(level=0).first()
+        examples = [f"{i} (line {n}, first at line {first_line[i]})"
+                    for i, n in zip(ids[dup][:5], table.lineno[dup][:5])]
+        report.drop(f"duplicate {id_col} (kept the first)", int(dup.sum()), examples)
+    keep = ~(blank | dup)
+    return _Table(table.frame[keep].reset_index(drop=True), table.lineno[keep], table.name)
+
+
+def _numeric(table: _Table, col: str, report: LoadReport, *, strict: bool,
+             integer: bool = False) -> None:
+    """Converts a column to numbers in place; bad values raise (strict) or become NaN (reported)."""
+    s = table.frame[col]
+    num = pd.to_numeric(s, errors="coerce")
+    bad = np.array(num.isna() & s.notna(), dtype=bool)
+    if integer:
+        bad |= np.array(num.notna() & (num % 1 != 0), dtype=bool)
+    if bad.any():
+        if strict:
+            k = np.flatnonzero(bad)[0]
+            raise ValueError(f"{table.name} line {table.lineno[k]}: expected "
+                             f"{'an integer' if integer else 'a number'} in column {col!r}, "
+                             f"got {s.iloc[k]!r}")
+        report.drop(f"{col} not {'an integer' if integer else 'a number'} (value set to missing)",
+                    int(bad.sum()), [f"line {n}: {v!r}" for n, v in
+                                     zip(table.lineno[bad][:5], s[bad][:5])])
+        num = num.mask(bad)
+    table.frame[col] = num.astype("Int64") if integer else num.astype(np.float64)
+
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def _boolean(table: _Table, col: str, report: LoadReport) -> None:
+    """True/False-like strings -> bool in place; a blank means False and is counted in notes."""
+    s = table.frame[col].str.lower()
+    is_true, is_false = s.isin(_TRUE).to_numpy(), s.isin(_FALSE).to_numpy()
+    blank = s.isna().to_numpy()
+    bad = ~(is_true | is_false | blank)
+    if bad.any():
+        k = np.flatnonzero(bad)[0]
+        raise ValueError(f"{table.name} line {table.lineno[k]}: expected True or False in column "
+                         f"{col!r}, got {table.frame[col].iloc[k]!r}")
+    if blank.any():
+        report.notes[f"{col}_blank_as_false"] = int(blank.sum())
+    table.frame[col] = is_true
+
+
+def read_pertinfo(path) -> tuple[pd.DataFrame, LoadReport]:
+    """LINCS perturbagen table (pert_id, pert_iname, pert_type, SMILES, InChIKey, PubChem CID).
+
+    `pubchem_cid` becomes a nullable integer; values that are not integers are set to missing
+    and reported. Count and weight columns become numbers; `in_summly` becomes bool.
+    """
+    report = LoadReport(str(path))
+    table = _read_table(path, ("pert_id", "pert_iname", "pert_type"), report)
+    table = _drop_bad_ids(table, "pert_id", report)
+    for col in ("pubchem_cid", "num_gold", "num_inst", "num_sig"):
+        if col in table.frame:
+            _numeric(table, col, report, strict=False, integer=True)
+    if "molecular_wt" in table.frame:
+        _numeric(table, "molecular_wt", report, strict=False)
+    if "in_summly" in table.frame:
+        _boolean(table, "in_summly", report)
+    report.kept["perturbagens"] = len(table.frame)
+    return table.frame, report
+
+
+def read_cellinfo(path) -> tuple[pd.DataFrame, LoadReport]:
+    """LINCS cell-line table (cell_id, histology, lineage, source, ...); strings, NaN if blank."""
+    report = LoadReport(str(path))
+    table = _drop_bad_ids(_read_table(path, ("cell_id",), report), "cell_id", report)
+    report.kept["cell_lines"] = len(table.frame)
+    return table.frame, report
+
+
+def read_geneinfo(path) -> tuple[pd.DataFrame, LoadReport]:
+    """L1000 probe table (pr_id, pr_gene_id, pr_gene_symbol, is_lm, ...).
+
+    `is_lm` and the other `is_*` flags become bool (a blank flag means False, counted in the
+    report's notes). `pr_gene_id` stays a string: some probes map to several genes ("a///b").
+    """
+    report = LoadReport(str(path))
+    table = _read_table(path, ("pr_id", "pr_gene_id", "pr_gene_symbol", "is_lm"), report)
+    # dhimmel's table also lists genes that have no L1000 probe (blank pr_id): not probes.
+    table = _drop_bad_ids(table, "pr_id", report, "blank pr_id (a gene without an L1000 probe)")
+    for col in [c for c in table.frame.columns if c.startswith("is_")]:
+        _boolean(table, col, report)
+    report.kept["probes"] = len(table.frame)
+    report.kept["landmark_probes"] = int(table.frame["is_lm"].sum())
+    return table.frame, report
+
+
+SIGINFO_COLUMNS = ("sig_id", "pert_id", "pert_iname", "pert_type", "cell_id", "pert_dose",
+                   "pert_dose_unit", "pert_idose", "pert_time", "pert_time_unit", "pert_itime",
+                   "distil_id")
+
+
+def read_siginfo(path) -> tuple[pd.DataFrame, LoadReport]:
+    """LINCS signature table (GSE92742/GSE70138 `sig_info.txt`).
+
+    `pert_dose` and `pert_time` become numbers (-666 -> NaN); a value that is not a number is
+    malformed input and raises. `distil_id` stays the "|"-joined list of replicate ids; the
+    replicate count is added as `n_replicates`.
+    """
+    report = LoadReport(str(path))
+    table = _drop_bad_ids(_read_table(path, SIGINFO_COLUMNS, report), "sig_id", report)
+    for col in ("pert_dose", "pert_time"):
+        _numeric(table, col, report, strict=True)
+    distil = table.frame["distil_id"]
+    table.frame["n_replicates"] = (distil.str.count(r"\|") + 1).where(distil.notna(), 0).astype(
+        np.int64)
+    report.kept["signatures"] = len(table.frame)
+    return table.frame, report
+
+
+def read_landmark_genes(path) -> tuple[pd.DataFrame, LoadReport]:
+    """The 978 L1000 landmark genes as DataFrame(entrez_id: str, symbol), in file order.
+
+    Accepts dhimmel/lincs `genes.tsv` (entrez_gene_id, status, symbol; landmarks have
+    status == "measured") or TranSiGen's `landmark_geneinfo.csv` (gene_id, gene_symbol; every
+    row is a landmark), chosen by the header.
+    """
+    name = str(path)
+    report = LoadReport(name)
+    cols: dict = {}
+
+    def choose(header):
+        if {"entrez_gene_id", "status", "symbol"} <= set(header):
+            cols.update(id="entrez_gene_id", symbol="symbol", status="status")
+        elif {"gene_id", "gene_symbol"} <= set(header):
+            cols.update(id="gene_id", symbol="gene_symbol")
+        else:
+            raise ValueError(f"{name} line 1: expected columns (entrez_gene_id, status, symbol) "
+                             f"or (gene_id, gene_symbol), found {header}")
+
+    table = _read_table(path, (), report, header_ok=choose)
+    frame = table.frame
+    if "status" in cols:
+        measured = (frame[cols["status"]] == "measured").to_numpy()
+        report.drop("status is not 'measured' (not a landmark)", int((~measured).sum()))
+        table = _Table(frame[measured].reset_index(drop=True), table.lineno[measured], name)
+    ids = table.frame[cols["id"]]
+    bad = ~ids.fillna("").str.fullmatch(r"\d+").to_numpy(bool)
+    if bad.any():
+        k = np.flatnonzero(bad)[0]
+        raise ValueError(f"{name} line {table.lineno[k]}: expected an Entrez gene id (digits) in "
+                         f"column {cols['id']!r}, got {ids.iloc[k]!r}")
+    table = _drop_bad_ids(table, cols["id"], report)
+    out = pd.DataFrame({"entrez_id": table.frame[cols["id"]].astype(str).to_numpy(dtype=object),
+                        "symbol": table.frame[cols["symbol"]].to_numpy(dtype=object)})
+    report.kept["landmark_genes"] = len(out)
+    return out, report
+
+
+# --------------------------------------------------------------------------------------------
+# Wide id x gene matrices: consensus signatures, basal expression
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ConsensusSignatures:
+    """Drug-level consensus signatures.
+
+    Attributes:
+      perturbagens: [n] str perturbagen ids (DrugBank ids in dhimmel/lincs).
+      genes: [978] str Entrez ids.
+      values: float32 [n, n_genes] moderated z-scores.
+    """
+
+    perturbagens: np.ndarray
+    genes: np.ndarray
+    values: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class BasalExpression:
+    """Control (basal) expression per cell line; unpacks as (cell_ids, genes, values).
+
+    Attributes:
+      cell_ids: [n] str.
+      genes: [n_genes] str Entrez ids.
+      values: float32 [n, n_genes].
+    """
+
+    cell_ids: np.ndarray
+    genes: np.ndarray
+    values: np.ndarray
+
+    def __iter__(self):
+        return iter((self.cell_ids, self.genes, self.values))
+
+
+def _read_id_matrix(path, id_col: str, report: LoadReport,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tab-separated `id_col` + Entrez-id columns -> (ids, genes, float32 values).
+
+    Rows holding a missing or non-finite value are dropped and reported; repeated or blank ids
+    raise, since either would make a row's identity ambiguous.
+    """
+    name = str(path)
+    lines = _read_lines(path)
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{name} line 1: expected a header row, got "
+                         f"{'an empty file' if not lines else 'a blank line'}")
+    header = _split_header(lines[0], "\t")
+    if header[0] != id_col:
+        raise ValueError(f"{name} line 1: expected the first column to be {id_col!r}, "
+                         f"got {header[0]!r}")
+    genes = np.asarray(header[1:], dtype=str)
+    bad = np.flatnonzero(~pd.Series(genes, dtype=object).str.fullmatch(r"\d+").to_numpy(bool))
+    if bad.size:
+        raise ValueError(f"{name} line 1: expected Entrez gene ids (digits) as column names, "
+                         f"column {bad[0] + 2} is {genes[bad[0]]!r}")
+    dup = _first_duplicate(pd.Series(genes))
+    if dup is not None:
+        raise ValueError(f"{name} line 1: gene columns must be unique, {genes[dup]!r} repeats")
+    body = np.asarray(lines[1:], dtype=object)
+    lineno = np.arange(2, 2 + len(body))
+    blank = (pd.Series(body, dtype=object).str.strip() == "").to_numpy(bool)
+    report.drop("blank line", int(blank.sum()), [f"line {n}" for n in lineno[blank][:5]])
+    body, lineno = body[~blank], lineno[~blank]
+    _check_field_counts(_field_counts(body, "\t"), len(header), lineno, name, "\t",
+                        f" ({id_col} and {len(genes)} genes)")
+    cells = _parse_cells(body, "\t", len(header))
+    ids = pd.Series(cells[:, 0], dtype=object).str.strip()
+    if (ids == "").any():
+        k = np.flatnonzero((ids == "").to_numpy())[0]
+        raise ValueError(f"{name} line {lineno[k]}: expected a {id_col} in the first field, "
+                         f"got an empty one")
+    dup = _first_duplicate(ids)
+    if dup is not None:
+        first = lineno[np.flatnonzero(ids.to_numpy() == ids[dup])[0]]
+        raise ValueError(f"{name} line {lineno[dup]}: {id_col} {ids[dup]!r} repeats "
+                         f"(first at line {first}); expected one row per {what}")
+    values, _ = _to_float(cells[:, 1:], lineno, genes.tolist(), name)
+    finite = np.isfinite(values).all(axis=1)
+    report.drop("row with a missing or non-finite value", int((~finite).sum()),
+                [f"{i} (line {n})" for i, n in zip(ids[~finite][:5], lineno[~finite][:5])])
+    report.kept[f"{what}s"] = int(finite.sum())
+    report.kept["genes"] = len(genes)
+    return ids.to_numpy(dtype=str)[finite], genes, values[finite]
+
+
+def read_consensus(path) -> tuple[ConsensusSignatures, LoadReport]:
+    """dhimmel/lincs consensus signatures: rows are perturbagens (`perturbagen`), columns genes."""
+    report = LoadReport(str(path))
+    ids, genes, values = _read_id_matrix(path, "perturbagen", report, "perturbagen")
+    return ConsensusSignatures(ids, genes, values), report
+
+
+def read_basal_expression(path) -> tuple[BasalExpression, LoadReport]:
+    """Basal (control) expression per cell line: `cell_id` + one column per Entrez id."""
+    report = LoadReport(str(path))
+    ids, genes, values = _read_id_matrix(path, "cell_id", report, "cell_line")
+    return BasalExpression(ids, genes, values), report
+
+
+# --------------------------------------------------------------------------------------------
+# TranSiGen control/treated pairs
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ProfilePairs:
+    """Control and treated expression profiles of the same signatures.
+
+    Attributes:
+      meta: one row per signature: `sig`, `cell_id`, `canonical_smiles`.
+      control: float32 [n, n_genes] profile before treatment (`x1`).
+      treated: float32 [n, n_genes] profile after treatment (`x2`).
+      genes: [n_genes] str Entrez ids when given to the reader (the file holds none; TranSiGen
+        orders genes as l1000/landmark_geneinfo.csv), else None.
+    """
+
+    meta: pd.DataFrame
+    control: np.ndarray
+    treated: np.ndarray
+    genes: np.ndarray | None = None
+
+
+_PAIR_RECORDS = ("x1", "x2", "canonical_smiles", "cid", "sig")
+
+
+def read_transigen_pairs(path, genes: Sequence[str] | None = None) -> tuple[ProfilePairs,
+                                                                             LoadReport]:
+    """TranSiGen's processed HDF5: `x1` control and `x2` treated profiles with SMILES and cell.
+
+    Rows with a non-finite value in either profile are dropped and reported, as are repeats of
+    a `sig` id (the first is kept).
+
+    Args:
+      path: the .h5 file.
+      genes: optional Entrez ids of the profile columns (the file does not store them).
+    """
+    name = str(path)
+    report = LoadReport(name)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{name}: expected an HDF5 file: {e}") from e
+    with handle as f:
+        missing = [r for r in _PAIR_RECORDS if r not in f]
+        if missing:
+            raise ValueError(f"{name}: records {missing} are missing; expected {_PAIR_RECORDS}")
+        x1, x2 = f["x1"][()], f["x2"][()]
+        if x1.ndim != 2 or x1.shape != x2.shape:
+            raise ValueError(f"{name}: records x1 {x1.shape} and x2 {x2.shape} must be 2-D "
+                             f"[signatures, genes] of the same shape")
+        fields = {}
+        for rec, col in (("sig", "sig"), ("cid", "cell_id"), ("canonical_smiles",
+                                                              "canonical_smiles")):
+            values = f[rec][()]
+            if values.shape != (x1.shape[0],):
+                raise ValueError(f"{name}: record {rec} has shape {values.shape}, expected "
+                                 f"({x1.shape[0]},), one per row of x1")
+            fields[col] = _decode(values)
+    if genes is not None:
+        genes = np.asarray(genes, dtype=str)
+        if genes.shape != (x1.shape[1],):
+            raise ValueError(f"{name}: {genes.size} gene ids given for {x1.shape[1]} columns")
+    meta = pd.DataFrame(fields)
+    finite = np.isfinite(x1).all(axis=1) & np.isfinite(x2).all(axis=1)
+    report.drop("row with a non-finite value", int((~finite).sum()), meta["sig"][~finite][:5])
+    dup = meta["sig"].duplicated().to_numpy() & finite
+    report.drop("duplicate sig (kept the first)", int(dup.sum()), meta["sig"][dup][:5])
+    keep = finite & ~dup
+    meta = meta[keep].reset_index(drop=True)
+    report.kept["pairs"] = int(keep.sum())
+    report.kept["genes"] = x1.shape[1]
+    report.notes["cell_lines"] = int(meta["cell_id"].nunique())
+    report.notes["compounds"] = int(meta["canonical_smiles"].nunique())
+    return ProfilePairs(meta, x1[keep].astype(np.float32), x2[keep].astype(np.float32),
+                        genes), report

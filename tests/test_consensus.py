@@ -1,0 +1,74 @@
+"""The Hetionet + LINCS consensus dataset and experiment, on the real files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from perturbjax.config import apply_overrides, load_config, load_sweep
+from perturbjax.data import leakage
+from perturbjax.data.hetionet_lincs import ConsensusConfig, make_consensus
+from perturbjax.data.lincs import read_landmark_genes
+from perturbjax.data.splits import make_split
+from perturbjax.graph.hetero import EdgeType
+from perturbjax.train.loop import train_and_evaluate
+
+EXPERIMENT = "experiments/hetionet_lincs_consensus.py"
+
+
+@pytest.fixture(scope="module")
+def consensus():
+    return make_consensus(ConsensusConfig(edges="hetionet/edges-10.sif"))
+
+
+def test_every_drug_placed_and_every_landmark_read_out(consensus, real_file):
+    data, reports = consensus
+    assert data.num_conditions == 1170 and data.signatures.shape == (1170, 978)
+    # 849 of the 1,170 DrugBank ids are Hetionet compounds (checked with comm on the id lists).
+    match = reports["drug matching"]["kept"]
+    assert match["matched by drug_id"] == 849 and match["unmatched"] == 321
+    compounds = data.graph.nodes["compound"]
+    assert compounds.count == 1552 + 321
+    assert len(np.unique(data.drug)) == 1170
+    landmarks, _ = read_landmark_genes(real_file("lincs/genes.tsv"))
+    readout_ids = data.graph.nodes["gene"].names[data.readout]
+    assert sorted(readout_ids) == sorted(landmarks["entrez_id"])
+    # A new drug reaches the graph through its CbG targets: DB00197 (troglitazone) is not a
+    # Hetionet compound; CbG-binding.tsv lists CYP1A1 (Entrez 1543) among its targets.
+    assert "DB00197" not in compounds.names[:1552]
+    drug = data.graph.index("compound", ["DB00197"])[0]
+    binds = data.graph.edges[EdgeType("compound", "binds", "gene")]
+    assert "1543" in set(data.graph.nodes["gene"].names[binds.receivers[binds.senders == drug]])
+    # Drugs without a parseable SMILES are counted, not fatal.
+    no_smiles = reports["drug features"]["dropped"]["SMILES missing or not parsed by rdkit"]
+    assert no_smiles == (data.drug_smiles == "").sum() > 0
+    assert compounds.features["morgan"].shape == (1873, 256)
+
+
+def test_leaky_edges_present_in_data_but_not_in_guarded_graph(consensus):
+    data, _ = consensus
+    assert EdgeType("compound", "upregulates", "gene") in data.graph.edges
+    graph, info = leakage.guard(data.graph)
+    assert not set(leakage.L1000_DERIVED) & set(graph.edges)
+    assert len(info["dropped"]) == 6 and not info["leaky"]
+
+
+def test_five_cold_drug_folds_partition_the_drugs(consensus):
+    data, _ = consensus
+    tests = [make_split(data, "cold_drug", seed=0, num_folds=5, fold=k).test for k in range(5)]
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(data.num_conditions))
+    assert load_sweep(EXPERIMENT) == [[f"data.fold={k}"] for k in range(5)]
+
+
+@pytest.mark.parametrize("leaky", [False, True])
+def test_experiment_runs_end_to_end(tmp_path, leaky):
+    config = load_config(f"{EXPERIMENT}:test,fold=2" + (",leaky" if leaky else ""))
+    summary = train_and_evaluate(config, str(tmp_path), experiment="consensus", progress=False)
+    assert summary["split"]["kind"] == "cold_drug" and summary["split"]["fold"] == 2
+    assert summary["leakage"]["leaky"] is leaky
+    assert ("compound--upregulates-->gene" in summary["graph"]["edges"]) is leaky
+    assert set(summary["baselines"]) == {"mean", "target_ridge"}
+    assert np.isfinite(summary["test"]["pearson_centered"])
+    assert summary["compilations"]["train_step"] == 1
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["load_reports"]["drug matching"]["kept"]["unmatched"] >= 0
