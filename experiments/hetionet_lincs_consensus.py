@@ -1,8 +1,10 @@
 r"""Real data: LINCS L1000 consensus signatures of held-out DrugBank drugs from Hetionet.
 
     export PERTURBJAX_DATA_DIR=../shared/data     # or any folder holding the registry's files
-    perturbjax train --config experiments/hetionet_lincs_consensus.py:fold=0 --workdir runs/consensus/fold0
-    perturbjax launch --config experiments/hetionet_lincs_consensus.py --sweep   # all five folds
+    for k in 0 1 2 3 4; do
+      perturbjax train --config experiments/hetionet_lincs_consensus.py:fold=$k \
+        --workdir runs/consensus/hetero_gat/fold$k
+    done
 
 Task: predict the 978-landmark-gene consensus signature (dhimmel/lincs moderated z-scores) of
 drugs never seen in training: 5-fold cold-drug cross-validation over the 1,170 DrugBank drugs,
@@ -14,18 +16,28 @@ L1000-derived CuG, CdG and Gr>G edges are dropped (perturbjax/data/leakage.py); 
 them, and the run's summary says so. Drugs missing from Hetionet join as new compound nodes
 linked to their CbG targets. Compound nodes carry Morgan fingerprints.
 
-Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt or a baseline), leaky, test (a
-small slice that runs in a minute, for the test suite).
+Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, kg_ridge or a baseline),
+ablate=NAME (drop one of the edge groups in ABLATIONS), leaky, test (a small slice that runs in
+a minute, for the test suite).
 """
 
 from perturbjax.config import parse_arg
 from perturbjax.tasks.perturbation import base_config
 
 NUM_FOLDS = 5
+# Edge groups for ablations, by relation name (each drops both directions).
+ABLATIONS = {
+    "gene_network": ["interacts", "covaries", "participates", "rev_participates"],
+    "drug_context": ["causes", "rev_causes", "treats", "rev_treats", "palliates", "rev_palliates",
+                     "includes", "rev_includes", "resembles"],
+    "targets": ["binds", "rev_binds"],
+}
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", leaky=False, test=False)
+    arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", ablate="", leaky=False, test=False)
+    if arg.ablate and arg.ablate not in ABLATIONS:
+        raise ValueError(f"unknown ablation {arg.ablate!r}; expected one of {sorted(ABLATIONS)}")
     c = base_config()
     c.seed = arg.seed
     c.data.source = "hetionet_lincs_consensus"
@@ -36,6 +48,7 @@ def get_config(arg=None):
     c.data.fold = arg.fold
     c.data.validation_fraction = 0.15
     c.graph.keep_leaky_edges = arg.leaky
+    c.graph.drop_relations = ABLATIONS.get(arg.ablate, [])
     c.graph.padding_multiple = 1024
 
     c.model.name = arg.model
@@ -44,15 +57,16 @@ def get_config(arg=None):
     c.model.num_layers = 2
     c.model.dropout = 0.1
     c.model.propagation_steps = 0  # signal propagation costs too much on 500k edges on CPU
-    c.model.readout_embedding = True  # Hetionet genes have no input features
+    c.model.readout_embedding = True  # Hetionet genes have no input features, so genes get
+    c.model.embedded_node_types = ["gene"]  # learned vectors (drugs are held out: never them)
 
     c.baselines = ["zero", "mean", "tanimoto_knn", "fingerprint_ridge", "target_ridge", "ridge", "mlp"]
-    c.train.num_steps = 300
+    c.train.num_steps = 200
     c.train.batch_size = 128
-    c.train.learning_rate = 3e-3
-    c.train.warmup_steps = 30
+    c.train.learning_rate = 1e-3
+    c.train.warmup_steps = 20
     c.train.log_every = 25
-    c.train.eval_every = 50
+    c.train.eval_every = 25
     c.wandb.tags = ["hetionet", "lincs", "consensus"]
 
     if arg.test:

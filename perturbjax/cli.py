@@ -16,7 +16,8 @@ import os
 import sys
 
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.eval.compare import DEFAULT_METRICS, comparison_table, load_summaries
+from perturbjax.eval.compare import (DEFAULT_METRICS, comparison_table, load_summaries,
+                                     provenance, write_section)
 
 
 def _split_overrides(rest: list[str]) -> list[str]:
@@ -68,7 +69,20 @@ def _compare(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
     groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
-    print(comparison_table(groups, metrics=args.metrics.split(","), part=args.part))
+    table = comparison_table(groups, metrics=args.metrics.split(","), part=args.part)
+    if not args.write:
+        print(table)
+        return
+    path, _, section = args.write.rpartition(":")
+    if not path or not section:
+        raise SystemExit(f"perturbjax compare: --write takes FILE:SECTION, got {args.write!r}")
+    command = (f"perturbjax compare {' '.join(args.runs)} --part {args.part} "
+               f"--metrics {args.metrics} --write {args.write}")
+    try:
+        write_section(path, section, table + "\n\n" + provenance(groups, command))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"perturbjax compare: {e}")
+    print(f"wrote the {section!r} section of {path}")
 
 
 def _data(args, rest) -> None:
@@ -134,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("--part", default="test", choices=("test", "validation"))
     compare.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                          help="comma-separated metric names")
+    compare.add_argument("--write", metavar="FILE:SECTION",
+                         help="write the table, with the runs' hardware, wall time and this "
+                              "command, between <!-- results:SECTION --> and "
+                              "<!-- /results:SECTION --> in FILE (e.g. README.md:consensus)")
     data = commands.add_parser(
         "data", help="list, verify and fetch the registered data files; summarise a KG",
         description="list: every registered file with its status (ok, missing, corrupt, "

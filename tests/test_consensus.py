@@ -72,3 +72,29 @@ def test_experiment_runs_end_to_end(tmp_path, leaky):
     assert summary["compilations"]["train_step"] == 1
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["load_reports"]["drug matching"]["kept"]["unmatched"] >= 0
+
+
+def test_cell_line_dataset_matches_lincs_drugs_by_inchikey_and_name():
+    from perturbjax.data.hetionet_lincs import CellLineConfig, make_cell_lines
+
+    data, reports = make_cell_lines(CellLineConfig(edges="hetionet/edges-10.sif", full_tables=False))
+    # modzs_n272x978.gct: 272 signatures, 65 cell lines, 6 LINCS pert_ids of 3 drugs, 5 doses,
+    # times 6 h and 24 h (counted with awk over its header block).
+    assert data.signatures.shape == (272, 978)
+    assert len(np.unique(data.cell)) == 65 and len(np.unique(data.drug)) == 3
+    np.testing.assert_allclose(np.unique(data.dose), [0.1, 0.5, 1.0, 3.0, 10.0], rtol=1e-6)
+    assert set(np.unique(data.time)) == {6.0, 24.0}
+    match = reports["drug matching"]["kept"]
+    assert match["matched by drug_id"] == 0 and match["unmatched"] == 0
+    assert match["matched by inchikey"] + match["matched by name"] == 6
+    names = set(data.graph.nodes["compound"].names[np.unique(data.drug)])
+    assert names == {"DB08881", "DB01076", "DB00285"}  # vemurafenib, atorvastatin, venlafaxine
+    basal = data.basal_expression()
+    assert basal.shape == (65, 979) and basal[:, -1].sum() == 32  # flag: basal known for 32
+
+
+def test_cell_line_experiment_runs(tmp_path):
+    config = load_config("experiments/l1000_cell_lines.py:test,fold=1")
+    summary = train_and_evaluate(config, str(tmp_path), experiment="cell_lines", progress=False)
+    assert summary["split"]["kind"] == "cold_cell" and summary["split"]["fold"] == 1
+    assert np.isfinite(summary["test"]["pearson_centered"])

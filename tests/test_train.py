@@ -119,3 +119,24 @@ def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
     assert "| exp: baseline mean | 2 | 0.000 ± 0.000 | 2.000 ± 0.000 |" in out
     with pytest.raises(FileNotFoundError, match="no summary.json"):
         cli.main(["compare", str(tmp_path / "missing")])
+
+
+def test_compare_writes_a_readme_section(tmp_path, capsys):
+    for fold, value in ((0, 0.2), (1, 0.4)):
+        run = tmp_path / "runs" / f"fold{fold}"
+        run.mkdir(parents=True)
+        metrics = {"pearson_centered": value}
+        (run / "summary.json").write_text(json.dumps(
+            {"model": "rgcn", "test": metrics, "baselines": {}, "wall_time_s": 10 + 20 * fold,
+             "host": {"cpus": 2, "jax_backend": "cpu", "devices": ["cpu"], "jax": "0"}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:x -->\nold table\n<!-- /results:x -->\noutro\n")
+    args = [str(tmp_path / "runs"), "--metrics", "pearson_centered", "--write", f"{readme}:x"]
+    cli.main(["compare", *args])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:x -->\n| model |") and text.endswith("<!-- /results:x -->\noutro\n")
+    assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 0.141 |" in text
+    assert "2 runs on 2 CPU cores, cpu (cpu); wall time per run" in text and "20 s mean, 30 s max" in text
+    assert f"Written by `perturbjax compare {tmp_path / 'runs'} --part test" in text
+    with pytest.raises(SystemExit, match="no '<!-- results:y -->'"):
+        cli.main(["compare", *args[:-1], f"{readme}:y"])

@@ -1,4 +1,7 @@
-"""Hetionet merged with LINCS L1000 DrugBank consensus signatures: a cold-drug benchmark.
+"""Hetionet merged with LINCS L1000 signatures: drug-level consensus and per-cell-line data.
+
+`make_consensus`: a cold-drug benchmark (described here). `make_cell_lines`: (drug, cell
+line, dose, time) signatures of a level-5 GCT, for a conditional model.
 
 Every condition is one drug's consensus signature (moderated z-scores over cell lines, doses and
 times; dhimmel/lincs) over the 978 landmark genes. Drugs are Hetionet compounds where the
@@ -20,11 +23,12 @@ import pandas as pd
 from perturbjax.data import registry
 from perturbjax.data.chem import descriptors, morgan_fingerprints
 from perturbjax.data.hetionet import load_hetionet, read_compound_gene_binding, read_nodes
-from perturbjax.data.lincs import read_consensus
+from perturbjax.data.lincs import read_basal_expression, read_consensus, read_matrix, read_pertinfo
 from perturbjax.data.merge import add_cell_lines, match_drugs, merge_drugs, readout_positions
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.report import LoadReport
 from perturbjax.data.tables import read_table
+from perturbjax.graph.hetero import HeteroGraph
 
 DRUG_TYPE, GENE_TYPE, CELL_TYPE = "compound", "gene", "cell_line"
 TARGET_RELATION = "binds"
@@ -79,47 +83,69 @@ def drug_feature_arrays(smiles, kinds, morgan_bits: int) -> tuple[dict[str, np.n
     return features, report
 
 
-def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[PerturbationData, dict]:
-    """Builds the dataset; returns it and the load reports (JSON-ready) of every step."""
+def hetionet_graph(edges: str, full_tables: bool) -> tuple[HeteroGraph, LoadReport]:
+    """Hetionet from the registry's files: a SIF sample, optionally with the full tables."""
     path = registry.path
     tables = {}
-    if config.full_tables:
+    if full_tables:
         tables = dict(compound_gene_binding=path("hetionet/CbG-binding.tsv"),
                       disease_gene_association=path("hetionet/DaG-association.tsv"),
                       ppi=path("ppi/protein-interactions.txt.gz"),
                       pathways=path("pathways/pathways.tsv"))
-    graph, graph_report = load_hetionet(path("hetionet/nodes.tsv"), path(config.edges),
-                                        path("hetionet/metaedges.tsv"), **tables)
+    return load_hetionet(path("hetionet/nodes.tsv"), path(edges), path("hetionet/metaedges.tsv"),
+                         **tables)
 
+
+def place_drugs(graph: HeteroGraph, query: pd.DataFrame) -> tuple[HeteroGraph, np.ndarray, list]:
+    """Matches query drugs (drug_id, inchikey, name) to Hetionet compounds; adds the rest.
+
+    KG compounds are matched by DrugBank id, then by the InChIKey and name that
+    `drugbank-slim.tsv` gives them; unmatched drugs become compound nodes linked to their
+    `CbG-binding.tsv` targets. Returns the graph, each drug's compound index, and the reports.
+    """
+    path = registry.path
+    slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey"))
+    slim = slim.set_index("drugbank_id")
+    compounds = pd.Series(graph.nodes[DRUG_TYPE].names, dtype=str)
+    kg = pd.DataFrame({"node_id": compounds, "inchikey": compounds.map(slim["inchikey"]).fillna(""),
+                       "name": compounds.map(slim["name"]).fillna("")})
+    matched, match_report = match_drugs(query, kg)
+    cbg = read_compound_gene_binding(path("hetionet/CbG-binding.tsv"))
+    targets = pd.DataFrame({"drug_id": cbg["source_id"], "gene_id": cbg["target_id"]})
+    graph, drug_pos, merge_report = merge_drugs(graph, query["drug_id"], matched, targets,
+                                                drug_type=DRUG_TYPE, gene_type=GENE_TYPE,
+                                                relation=TARGET_RELATION)
+    return graph, drug_pos, [match_report, merge_report]
+
+
+def with_drug_features(graph: HeteroGraph, smiles: np.ndarray, kinds, morgan_bits: int
+                       ) -> tuple[HeteroGraph, LoadReport]:
+    """Compound node features from SMILES (aligned with the compound nodes)."""
+    if not kinds:
+        return graph, LoadReport("drug features")
+    features, report = drug_feature_arrays(smiles, kinds, morgan_bits)
+    return graph.with_features(DRUG_TYPE, features), report
+
+
+def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[PerturbationData, dict]:
+    """Builds the consensus dataset; returns it and the load reports (JSON-ready) of every step."""
+    path = registry.path
+    graph, graph_report = hetionet_graph(config.edges, config.full_tables)
     consensus, consensus_report = read_consensus(path("lincs/consensi-drugbank.tsv.gz"))
     keep = slice(None) if not config.max_drugs else slice(config.max_drugs)
     drug_ids = pd.Series(consensus.perturbagens[keep], dtype=str)
     signatures = consensus.values[keep]
-
-    # Match by DrugBank id, then InChIKey and name (from drugbank-slim) where a table has them.
     slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey"))
     slim = slim.set_index("drugbank_id")
-    nodes = read_nodes(path("hetionet/nodes.tsv"))
-    kg = nodes[nodes["node_type"] == DRUG_TYPE][["node_id", "name"]].reset_index(drop=True)
-    kg["inchikey"] = kg["node_id"].map(slim["inchikey"]).fillna("")
     query = pd.DataFrame({"drug_id": drug_ids,
                           "inchikey": drug_ids.map(slim["inchikey"]).fillna(""),
                           "name": drug_ids.map(slim["name"]).fillna("")})
-    matched, match_report = match_drugs(query, kg)
-    cbg = read_compound_gene_binding(path("hetionet/CbG-binding.tsv"))
-    targets = pd.DataFrame({"drug_id": cbg["source_id"], "gene_id": cbg["target_id"]})
-    graph, drug_pos, merge_report = merge_drugs(graph, drug_ids, matched, targets,
-                                                drug_type=DRUG_TYPE, gene_type=GENE_TYPE,
-                                                relation=TARGET_RELATION)
+    graph, drug_pos, place_reports = place_drugs(graph, query)
 
     smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"))
     drug_smiles = pd.Series(graph.nodes[DRUG_TYPE].names).map(smiles).fillna("").to_numpy(dtype=object)
-    feature_report = LoadReport("drug features")
-    if config.drug_features:
-        features, feature_report = drug_feature_arrays(drug_smiles, config.drug_features,
-                                                       config.morgan_bits)
-        graph = graph.with_features(DRUG_TYPE, features)
-
+    graph, feature_report = with_drug_features(graph, drug_smiles, config.drug_features,
+                                               config.morgan_bits)
     graph, cell = add_cell_lines(graph, ["consensus"], cell_type=CELL_TYPE)
     readout = readout_positions(graph, GENE_TYPE, consensus.genes)
     n = len(drug_ids)
@@ -128,6 +154,97 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
         time=np.full(n, 24.0, np.float32), signatures=signatures.astype(np.float32),
         readout=readout, drug_smiles=drug_smiles, target_relations=(TARGET_RELATION,),
         drug_type=DRUG_TYPE, cell_type=CELL_TYPE, gene_type=GENE_TYPE)
-    reports = {r.source: r.to_json() for r in (graph_report, consensus_report, match_report,
-                                               merge_report, feature_report)}
-    return data, reports
+    reports = [graph_report, consensus_report, *place_reports, feature_report]
+    return data, {r.source: r.to_json() for r in reports}
+
+
+@dataclasses.dataclass(frozen=True)
+class CellLineConfig:
+    """What goes into the per-cell-line dataset (see `make_cell_lines`).
+
+    Attributes:
+      signatures: a level-5 GCT/GCTX of signatures with LINCS column metadata (pert_id,
+        cell_id, pert_idose, pert_itime) and row metadata pr_gene_id (Entrez).
+      edges, full_tables, drug_features, morgan_bits: as in `ConsensusConfig`.
+    """
+
+    signatures: str = "l1000/modzs_n272x978.gct"
+    edges: str = "hetionet/edges-5k.sif.gz"
+    full_tables: bool = True
+    drug_features: tuple[str, ...] = ("morgan",)
+    morgan_bits: int = 256
+
+
+def parse_amount(text: pd.Series, units: dict[str, float], what: str, source: str) -> np.ndarray:
+    """'10 µM', '500 nM', '24 h' -> numbers in the unit whose factor is 1; NaN-free or raises."""
+    parts = text.astype(str).str.extract(r"^\s*([0-9.]+)\s*(\S+)")
+    unit = parts[1].str.replace("<b5>", "u", regex=False).str.replace("µ", "u", regex=False)
+    factor = unit.map(units)
+    value = pd.to_numeric(parts[0], errors="coerce") * factor
+    bad = np.flatnonzero(value.isna().to_numpy())
+    if bad.size:
+        raise ValueError(f"{source}: column {bad[0] + 1}: {what} {text.iloc[bad[0]]!r} is not a "
+                         f"number followed by one of {sorted(units)}")
+    return value.to_numpy(np.float32)
+
+
+def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[PerturbationData, dict]:
+    """(drug, cell line, dose, time) signatures from a level-5 GCT, merged into Hetionet.
+
+    LINCS drugs (BRD ids) are matched to Hetionet compounds by the InChIKey and name that
+    `lincs/pertinfo.tsv.gz` gives them; cell lines carry their basal expression from
+    `l1000/transigen_basal.tsv` where it has them (zeros and a 0 flag elsewhere, reported).
+    """
+    path = registry.path
+    source = str(path(config.signatures))
+    gct, gct_report = read_matrix(path(config.signatures))
+    meta = gct.col_meta
+    missing = [c for c in ("pert_id", "cell_id", "pert_idose", "pert_itime") if c not in meta]
+    if missing:
+        raise ValueError(f"{source}: column metadata lacks {missing}")
+    graph, graph_report = hetionet_graph(config.edges, config.full_tables)
+
+    pertinfo, _ = read_pertinfo(path("lincs/pertinfo.tsv.gz"))
+    pertinfo = pertinfo.drop_duplicates("pert_id").set_index("pert_id")
+    drugs = pd.Series(pd.unique(meta["pert_id"].astype(str)))
+    unknown = drugs[~drugs.isin(pertinfo.index)]
+    if len(unknown):
+        raise ValueError(f"{source}: pert_ids not in lincs/pertinfo.tsv.gz: {unknown.tolist()[:5]}")
+    info = pertinfo.loc[drugs]
+    query = pd.DataFrame({"drug_id": drugs.to_numpy(),
+                          "inchikey": info["inchi_key"].fillna("").to_numpy(),
+                          "name": info["pert_iname"].fillna("").to_numpy()})
+    graph, drug_pos, place_reports = place_drugs(graph, query)
+    # SMILES: DrugBank's for Hetionet compounds, LINCS's for the drugs that joined as new nodes.
+    smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"))
+    names = pd.Series(graph.nodes[DRUG_TYPE].names)
+    lincs_smiles = pd.Series(info["canonical_smiles"].fillna("").to_numpy(), index=drugs.to_numpy())
+    drug_smiles = names.map(smiles).fillna(names.map(lincs_smiles)).fillna("").to_numpy(dtype=object)
+    graph, feature_report = with_drug_features(graph, drug_smiles, config.drug_features,
+                                               config.morgan_bits)
+
+    cells = pd.unique(meta["cell_id"].astype(str))
+    basal, basal_report = read_basal_expression(path("l1000/transigen_basal.tsv"))
+    rows = pd.Index(basal.cell_ids).get_indexer(cells)
+    genes = pd.Index(basal.genes).get_indexer(pd.Index(gct.row_meta["pr_gene_id"].astype(str)))
+    if (genes < 0).any():
+        raise ValueError(f"{source}: {int((genes < 0).sum())} genes are not in l1000/transigen_basal.tsv")
+    values = np.where(rows[:, None] >= 0, basal.values[rows][:, genes], 0.0)
+    basal_report.kept["cell lines with basal expression"] = int((rows >= 0).sum())
+    basal_report.drop("cell line without basal expression (zeros, flag 0)", int((rows < 0).sum()),
+                      cells[rows < 0])
+    graph, cell_pos = add_cell_lines(graph, cells, np.c_[values, rows >= 0], cell_type=CELL_TYPE)
+
+    drug_index = pd.Series(drug_pos, index=drugs.to_numpy())
+    cell_index = pd.Series(cell_pos, index=cells)
+    readout = readout_positions(graph, GENE_TYPE, gct.row_meta["pr_gene_id"].astype(str))
+    data = PerturbationData(
+        graph=graph, drug=drug_index[meta["pert_id"].astype(str)].to_numpy(),
+        cell=cell_index[meta["cell_id"].astype(str)].to_numpy(),
+        dose=parse_amount(meta["pert_idose"], {"uM": 1.0, "nM": 1e-3, "mM": 1e3}, "dose", source),
+        time=parse_amount(meta["pert_itime"], {"h": 1.0}, "time", source),
+        signatures=gct.data.T.astype(np.float32), readout=readout, drug_smiles=drug_smiles,
+        target_relations=(TARGET_RELATION,), drug_type=DRUG_TYPE, cell_type=CELL_TYPE,
+        gene_type=GENE_TYPE)
+    reports = [graph_report, gct_report, *place_reports, feature_report, basal_report]
+    return data, {r.source: r.to_json() for r in reports}

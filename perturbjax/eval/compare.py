@@ -38,6 +38,39 @@ def _rows(label: str, summaries: list[dict], part: str) -> dict[str, list[dict]]
     return rows
 
 
+def provenance(groups: dict[str, list[dict]], command: str) -> str:
+    """One line under a table: runs, hardware, wall time per run, and the command that wrote it."""
+    summaries = [s for group in groups.values() for s in group]
+    hosts = sorted({_host(s.get("host")) for s in summaries})
+    times = np.array([s.get("wall_time_s", np.nan) for s in summaries], float)
+    return (f"{len(summaries)} runs on {'; '.join(hosts)}; wall time per run (training, "
+            f"evaluation and baselines) {np.nanmean(times):.0f} s mean, {np.nanmax(times):.0f} s "
+            f"max. Written by `{command}`.")
+
+
+def _host(host: dict | None) -> str:
+    if not host:
+        return "unrecorded hardware"
+    return f"{host['cpus']} CPU cores, {host['jax_backend']} ({', '.join(host['devices'])})"
+
+
+def write_section(path: str, section: str, text: str) -> None:
+    """Replaces what lies between `<!-- results:SECTION -->` and `<!-- /results:SECTION -->`.
+
+    Raises:
+      ValueError: the file lacks either marker, so nothing would be written where expected.
+    """
+    start, end = f"<!-- results:{section} -->", f"<!-- /results:{section} -->"
+    with open(path) as f:
+        content = f.read()
+    if start not in content or end not in content:
+        raise ValueError(f"{path}: no '{start}' ... '{end}' markers to write between")
+    before, rest = content.split(start, 1)
+    _, after = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{before}{start}\n{text}\n{end}{after}")
+
+
 def comparison_table(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS,
                      part: str = "test") -> str:
     """Markdown table: one row per model or baseline of each group, mean ± sd over its runs."""

@@ -140,7 +140,7 @@ class Ridge(_Standardised):
     """Closed-form ridge regression; the penalty is chosen on validation."""
 
     name = "ridge"
-    alphas = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+    alphas = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7)
 
     def fit(self, data, train, validation):
         x = self._features(data, train)

@@ -44,8 +44,21 @@ class KGEncoder(nnx.Module):
     """
 
     def __init__(self, schema: GraphSchema, *, layer: str, hidden: int, num_layers: int,
-                 heads: int, bases: int | None, dropout: float, rngs: nnx.Rngs):
+                 heads: int, bases: int | None, dropout: float, rngs: nnx.Rngs,
+                 embedded_types: tuple[str, ...] = (), num_nodes: int = 0):
         self.input = TypedInputProjection(schema.feature_widths, hidden, rngs=rngs)
+        # A learned vector per node of the `embedded_types` (e.g. genes, which Hetionet gives no
+        # features): without it, featureless nodes of one type differ only by their
+        # neighbourhood's shape, so a drug cannot tell which genes it targets. Types whose nodes
+        # are held out (drugs in a cold-drug split) must not be embedded this way.
+        unknown = set(embedded_types) - set(schema.node_types)
+        if unknown:
+            raise ValueError(f"embedded_types {sorted(unknown)} are not node types {schema.node_types}")
+        if embedded_types and num_nodes <= 0:
+            raise ValueError("embedded_types needs num_nodes, the padded node count")
+        self.embedded = tuple(t in embedded_types for t in schema.node_types)
+        self.node_embedding = (nnx.Param(nnx.initializers.normal(stddev=0.1)(
+            rngs.params(), (num_nodes, hidden))) if embedded_types else None)
         self.layers = nnx.List([make_layer(layer, schema, hidden, heads=heads, bases=bases, rngs=rngs)
                                 for _ in range(num_layers)])
         self.norms = nnx.List([nnx.LayerNorm(hidden, rngs=rngs) for _ in range(num_layers)])
@@ -55,6 +68,9 @@ class KGEncoder(nnx.Module):
                  deterministic: bool = True) -> jax.Array:
         mask = graph.nodes["mask"][:, None]
         h = self.input(graph)
+        if self.node_embedding is not None:
+            embedded = jnp.array(self.embedded, jnp.float32)[graph.nodes["node_type"]]
+            h = h + self.node_embedding[...] * embedded[:, None]
         views = [h]
         for layer, norm in zip(self.layers, self.norms):
             update = nnx.gelu(layer(h, graph))
@@ -119,9 +135,11 @@ class PerturbationModel(nnx.Module):
     def __init__(self, schema: GraphSchema, num_readout: int, *, layer: str = "hetero_gat",
                  hidden: int = 64, num_layers: int = 2, heads: int = 4, bases: int | None = None,
                  dropout: float = 0.0, num_covariates: int = 2, channels: int = 8,
-                 steps: int = 3, readout_embedding: bool = False, rngs: nnx.Rngs):
+                 steps: int = 3, readout_embedding: bool = False,
+                 embedded_types: tuple[str, ...] = (), num_nodes: int = 0, rngs: nnx.Rngs):
         self.encoder = KGEncoder(schema, layer=layer, hidden=hidden, num_layers=num_layers,
-                                 heads=heads, bases=bases, dropout=dropout, rngs=rngs)
+                                 heads=heads, bases=bases, dropout=dropout, rngs=rngs,
+                                 embedded_types=embedded_types, num_nodes=num_nodes)
         width = hidden * (num_layers + 1)  # the encoder's jumping-knowledge output
         self.drug_key = nnx.Linear(width, hidden, rngs=rngs)
         self.gene_key = nnx.Linear(width, 2 * hidden, rngs=rngs)

@@ -20,10 +20,14 @@ from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import signature_metrics
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
+from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
 
 
-DATA_SOURCES = ("demo", "hetionet_lincs_consensus")
+DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines")
+# Models fitted on the host in closed form (no training loop) that read the model's graph, so
+# edge-type ablations reach them; the baselines read only drug targets and features.
+GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -60,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.channels = 8  # width of the drug signal propagated through the graph
     c.model.propagation_steps = 3  # hops it travels (drug -> target -> partners -> ...); 0 = off
     c.model.readout_embedding = False  # a free vector per readout gene
+    # Node types given a learned input vector per node (featureless types whose nodes are in
+    # every split, e.g. genes); never the held-out type (drugs in a cold-drug split).
+    c.model.embedded_node_types = []
 
     c.baselines = ["mean", "tanimoto_knn", "ridge", "target_ridge", "mlp"]
 
@@ -92,6 +99,12 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict
         options = config.data.consensus.to_dict()
         options["drug_features"] = tuple(options["drug_features"])
         return make_consensus(ConsensusConfig(**options))
+    if source == "hetionet_l1000_cell_lines":
+        from perturbjax.data.hetionet_lincs import CellLineConfig, make_cell_lines
+
+        options = config.data.cell_lines.to_dict()
+        options["drug_features"] = tuple(options["drug_features"])
+        return make_cell_lines(CellLineConfig(**options))
     raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
 
@@ -106,6 +119,7 @@ class PerturbationTask:
         # features, never the L1000-derived edges).
         self.data, self.load_reports = load_data(config)
         graph, self.leakage = leakage.guard(self.data.graph, keep_leaky=config.graph.keep_leaky_edges)
+        self.baseline_data = self.data.with_graph(graph)
         graph = graph.drop_edge_types(config.graph.drop_relations)
         graph = graph.without_features(config.graph.drop_node_features)
         self.graph = graph
@@ -132,18 +146,26 @@ class PerturbationTask:
     # ---- model -----------------------------------------------------------------------------
     @property
     def model_is_baseline(self) -> bool:
-        return self.config.model.name in BASELINES
+        return self.config.model.name in BASELINES or self.config.model.name in GRAPH_HOST_MODELS
 
     def build_model(self, rngs: nnx.Rngs) -> PerturbationModel:
         m = self.config.model
+        held_out = {"cold_drug": self.data.drug_type, "scaffold": self.data.drug_type,
+                    "cold_cell": self.data.cell_type}.get(self.split.kind)
+        if held_out in m.embedded_node_types:
+            raise ValueError(f"model.embedded_node_types includes {held_out!r}, the type a "
+                             f"{self.split.kind} split holds out: its test nodes would keep "
+                             f"their untrained random vectors")
         if m.name not in ENCODERS:
             raise ValueError(f"unknown model {m.name!r}; expected one of "
-                             f"{ENCODERS + tuple(sorted(BASELINES))}")
+                             f"{ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))}")
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
                                  bases=m.bases or None, dropout=m.dropout, channels=m.channels,
                                  steps=m.propagation_steps,
-                                 readout_embedding=m.readout_embedding, rngs=rngs)
+                                 readout_embedding=m.readout_embedding,
+                                 embedded_types=tuple(m.embedded_node_types),
+                                 num_nodes=self.budget.n_node, rngs=rngs)
 
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
         return model(inputs["graph"], batch["drug"], batch["cell"], batch["covariates"],
@@ -181,11 +203,15 @@ class PerturbationTask:
         return signature_metrics(self.data.signatures[idx], predictions, self.train_mean)
 
     def fit_baseline(self, name: str) -> dict:
-        """Fits a baseline on this split; returns its validation and test metrics."""
-        baseline = make_baseline(name, seed=self.config.seed)
-        baseline.fit(self.data, self.split.train, self.split.validation)
-        return {part: self.metrics(part, baseline.predict(self.data, self.split.parts()[part]))
-                for part in ("validation", "test")} | {"chosen": baseline.chosen}
+        """Fits a baseline (or a closed-form graph model) on this split; returns its validation
+        and test metrics and the hyperparameters it chose on validation."""
+        if name in GRAPH_HOST_MODELS:
+            model, data = GRAPH_HOST_MODELS[name](), self.data.with_graph(self.graph)
+        else:
+            model, data = make_baseline(name, seed=self.config.seed), self.baseline_data
+        model.fit(data, self.split.train, self.split.validation)
+        return {part: self.metrics(part, model.predict(data, self.split.parts()[part]))
+                for part in ("validation", "test")} | {"chosen": model.chosen}
 
     def describe(self) -> dict:
         """What a run's summary records about its data and graph."""

@@ -69,6 +69,12 @@ def predict(predict_step, params, task, part: str) -> np.ndarray:
     return np.concatenate(out)
 
 
+def host() -> dict:
+    """What ran the job, for the summary (results tables name their hardware)."""
+    return {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
+            "devices": sorted({d.device_kind for d in jax.devices()}), "jax": jax.__version__}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, experiment: str = "",
                        variant: str = "", progress: bool = True) -> dict:
     """Trains the configured model, evaluates it and the baselines, writes the run directory.
@@ -83,7 +89,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     task = make_task(config)
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
-               "seed": config.seed, "selection_metric": task.selection_metric, **task.describe()}
+               "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
+               **task.describe()}
     try:
         if task.model_is_baseline:
             result = task.fit_baseline(config.model.name)
