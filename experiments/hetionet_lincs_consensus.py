@@ -22,7 +22,7 @@ a minute, for the test suite).
 """
 
 from perturbjax.config import parse_arg
-from perturbjax.tasks.perturbation import base_config
+from perturbjax.tasks.perturbation import base_config, shrink_for_tests
 
 NUM_FOLDS = 5
 # Edge groups for ablations, by relation name (each drops both directions).
@@ -42,7 +42,8 @@ def get_config(arg=None):
     c.seed = arg.seed
     c.data.source = "hetionet_lincs_consensus"
     c.data.consensus = {"edges": "hetionet/edges-5k.sif.gz", "full_tables": True,
-                        "drug_features": ["morgan"], "morgan_bits": 256, "max_drugs": 0}
+                        "drug_features": ["morgan"], "morgan_bits": 256,
+                        "node_embeddings": [], "max_drugs": 0}
     c.data.split = "cold_drug"
     c.data.num_folds = NUM_FOLDS
     c.data.fold = arg.fold
@@ -73,16 +74,10 @@ def get_config(arg=None):
         c.data.consensus.edges = "hetionet/edges-10.sif"
         c.data.consensus.max_drugs = 150
         c.data.consensus.morgan_bits = 64
-        c.model.hidden = 16
-        c.train.num_steps = 6
-        c.train.batch_size = 32
-        c.train.warmup_steps = 2
-        c.train.log_every = 3
-        c.train.eval_every = 3
-        c.baselines = ["mean", "target_ridge"]
-        c.wandb.mode = "disabled"
+        shrink_for_tests(c, baselines=["mean", "target_ridge"])
     return c
 
 
 def get_sweep():
+    """The five folds."""
     return [[f"data.fold={k}"] for k in range(NUM_FOLDS)]

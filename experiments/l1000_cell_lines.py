@@ -19,7 +19,7 @@ Variants: fold=K, seed=S, model=NAME, test.
 """
 
 from perturbjax.config import parse_arg
-from perturbjax.tasks.perturbation import base_config
+from perturbjax.tasks.perturbation import base_config, shrink_for_tests
 
 NUM_FOLDS = 5
 
@@ -30,7 +30,8 @@ def get_config(arg=None):
     c.seed = arg.seed
     c.data.source = "hetionet_l1000_cell_lines"
     c.data.cell_lines = {"signatures": "l1000/modzs_n272x978.gct", "edges": "hetionet/edges-5k.sif.gz",
-                         "full_tables": True, "drug_features": ["morgan"], "morgan_bits": 256}
+                         "full_tables": True, "drug_features": ["morgan"], "morgan_bits": 256,
+                        "node_embeddings": []}
     c.data.split = "cold_cell"
     c.data.num_folds = NUM_FOLDS
     c.data.fold = arg.fold
@@ -56,16 +57,10 @@ def get_config(arg=None):
     if arg.test:
         c.data.cell_lines.edges = "hetionet/edges-10.sif"
         c.data.cell_lines.full_tables = False
-        c.model.hidden = 16
-        c.train.num_steps = 6
-        c.train.batch_size = 32
-        c.train.warmup_steps = 2
-        c.train.log_every = 3
-        c.train.eval_every = 3
-        c.baselines = ["mean", "ridge"]
-        c.wandb.mode = "disabled"
+        shrink_for_tests(c, baselines=["mean", "ridge"])
     return c
 
 
 def get_sweep():
+    """The five folds."""
     return [[f"data.fold={k}"] for k in range(NUM_FOLDS)]

@@ -98,3 +98,19 @@ def test_cell_line_experiment_runs(tmp_path):
     summary = train_and_evaluate(config, str(tmp_path), experiment="cell_lines", progress=False)
     assert summary["split"]["kind"] == "cold_cell" and summary["split"]["fold"] == 1
     assert np.isfinite(summary["test"]["pearson_centered"])
+
+
+def test_precomputed_embeddings_attach_by_node_id(tmp_path):
+    """A MolFormer-style table keyed by DrugBank id becomes a compound feature, coverage reported."""
+    ids = np.array(["DB00014", "DB00197", "DB99999"])  # Hetionet, joined from CbG, unknown
+    np.savez(tmp_path / "drugs.npz", ids=ids, vectors=np.arange(12, dtype=np.float32).reshape(3, 4))
+    data, reports = make_consensus(ConsensusConfig(edges="hetionet/edges-10.sif", full_tables=False,
+                                                   max_drugs=300, drug_features=(),
+                                                   node_embeddings=(f"compound={tmp_path / 'drugs.npz'}",)))
+    compounds = data.graph.nodes["compound"]
+    rows = data.graph.index("compound", ["DB00014", "DB00197"])
+    np.testing.assert_array_equal(compounds.features["embedding"][rows], [[0, 1, 2, 3], [4, 5, 6, 7]])
+    assert compounds.features["embedding_present"].sum() == 2
+    with pytest.raises(ValueError, match="not NODE_TYPE=FILE"):
+        make_consensus(ConsensusConfig(edges="hetionet/edges-10.sif", full_tables=False,
+                                       max_drugs=10, node_embeddings=("drugs.npz",)))

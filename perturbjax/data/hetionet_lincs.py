@@ -22,6 +22,7 @@ import pandas as pd
 
 from perturbjax.data import registry
 from perturbjax.data.chem import descriptors, morgan_fingerprints
+from perturbjax.data.embeddings import attach_embeddings
 from perturbjax.data.hetionet import load_hetionet, read_compound_gene_binding, read_nodes
 from perturbjax.data.lincs import read_basal_expression, read_consensus, read_matrix, read_pertinfo
 from perturbjax.data.merge import add_cell_lines, match_drugs, merge_drugs, readout_positions
@@ -47,6 +48,10 @@ class ConsensusConfig:
         and "descriptors" (standardised rdkit descriptors); drugs without SMILES get zeros.
       morgan_bits: fingerprint width.
       max_drugs: keep only the first n drugs of the signature table (0 = all), for quick tests.
+      node_embeddings: "NODE_TYPE=FILE" items: precomputed vectors keyed by node id (e.g.
+        "compound=molformer.npz" for MolFormer-XL drug embeddings, "gene=biobert.parquet" for
+        text embeddings), in a format `perturbjax.data.embeddings.read_embedding_table` reads;
+        attached as feature "embedding" with a presence flag, coverage reported.
     """
 
     edges: str = "hetionet/edges-5k.sif.gz"
@@ -54,6 +59,7 @@ class ConsensusConfig:
     drug_features: tuple[str, ...] = ("morgan",)
     morgan_bits: int = 256
     max_drugs: int = 0
+    node_embeddings: tuple[str, ...] = ()
 
 
 def read_drugbank_smiles(path) -> pd.Series:
@@ -118,6 +124,18 @@ def place_drugs(graph: HeteroGraph, query: pd.DataFrame) -> tuple[HeteroGraph, n
     return graph, drug_pos, [match_report, merge_report]
 
 
+def with_node_embeddings(graph: HeteroGraph, items) -> tuple[HeteroGraph, list]:
+    """Attaches "NODE_TYPE=FILE" embedding tables; returns their coverage reports."""
+    reports = []
+    for item in items:
+        node_type, sep, file = item.partition("=")
+        if not sep or not node_type or not file:
+            raise ValueError(f"node_embeddings item {item!r} is not NODE_TYPE=FILE")
+        graph, report = attach_embeddings(graph, node_type, file)
+        reports.append(report)
+    return graph, reports
+
+
 def with_drug_features(graph: HeteroGraph, smiles: np.ndarray, kinds, morgan_bits: int
                        ) -> tuple[HeteroGraph, LoadReport]:
     """Compound node features from SMILES (aligned with the compound nodes)."""
@@ -146,6 +164,7 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
     drug_smiles = pd.Series(graph.nodes[DRUG_TYPE].names).map(smiles).fillna("").to_numpy(dtype=object)
     graph, feature_report = with_drug_features(graph, drug_smiles, config.drug_features,
                                                config.morgan_bits)
+    graph, embedding_reports = with_node_embeddings(graph, config.node_embeddings)
     graph, cell = add_cell_lines(graph, ["consensus"], cell_type=CELL_TYPE)
     readout = readout_positions(graph, GENE_TYPE, consensus.genes)
     n = len(drug_ids)
@@ -154,7 +173,7 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
         time=np.full(n, 24.0, np.float32), signatures=signatures.astype(np.float32),
         readout=readout, drug_smiles=drug_smiles, target_relations=(TARGET_RELATION,),
         drug_type=DRUG_TYPE, cell_type=CELL_TYPE, gene_type=GENE_TYPE)
-    reports = [graph_report, consensus_report, *place_reports, feature_report]
+    reports = [graph_report, consensus_report, *place_reports, feature_report, *embedding_reports]
     return data, {r.source: r.to_json() for r in reports}
 
 
@@ -165,7 +184,7 @@ class CellLineConfig:
     Attributes:
       signatures: a level-5 GCT/GCTX of signatures with LINCS column metadata (pert_id,
         cell_id, pert_idose, pert_itime) and row metadata pr_gene_id (Entrez).
-      edges, full_tables, drug_features, morgan_bits: as in `ConsensusConfig`.
+      edges, full_tables, drug_features, morgan_bits, node_embeddings: as in `ConsensusConfig`.
     """
 
     signatures: str = "l1000/modzs_n272x978.gct"
@@ -173,6 +192,7 @@ class CellLineConfig:
     full_tables: bool = True
     drug_features: tuple[str, ...] = ("morgan",)
     morgan_bits: int = 256
+    node_embeddings: tuple[str, ...] = ()
 
 
 def parse_amount(text: pd.Series, units: dict[str, float], what: str, source: str) -> np.ndarray:
@@ -222,6 +242,7 @@ def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[Perturba
     drug_smiles = names.map(smiles).fillna(names.map(lincs_smiles)).fillna("").to_numpy(dtype=object)
     graph, feature_report = with_drug_features(graph, drug_smiles, config.drug_features,
                                                config.morgan_bits)
+    graph, embedding_reports = with_node_embeddings(graph, config.node_embeddings)
 
     cells = pd.unique(meta["cell_id"].astype(str))
     basal, basal_report = read_basal_expression(path("l1000/transigen_basal.tsv"))
@@ -246,5 +267,6 @@ def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[Perturba
         signatures=gct.data.T.astype(np.float32), readout=readout, drug_smiles=drug_smiles,
         target_relations=(TARGET_RELATION,), drug_type=DRUG_TYPE, cell_type=CELL_TYPE,
         gene_type=GENE_TYPE)
-    reports = [graph_report, gct_report, *place_reports, feature_report, basal_report]
+    reports = [graph_report, gct_report, *place_reports, feature_report, *embedding_reports,
+               basal_report]
     return data, {r.source: r.to_json() for r in reports}

@@ -88,6 +88,14 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def shrink_for_tests(c: ml_collections.ConfigDict, *, baselines: list[str]) -> None:
+    """Makes a config's model and training tiny (seconds), W&B off: the `test` variants."""
+    c.model.hidden = 16
+    c.train.update(num_steps=6, batch_size=32, warmup_steps=2, log_every=3, eval_every=3)
+    c.baselines = baselines
+    c.wandb.mode = "disabled"
+
+
 def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict]:
     """The dataset named by `config.data.source`, and its load reports (empty for the demo)."""
     source = config.data.source
@@ -98,12 +106,14 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict
 
         options = config.data.consensus.to_dict()
         options["drug_features"] = tuple(options["drug_features"])
+        options["node_embeddings"] = tuple(options["node_embeddings"])
         return make_consensus(ConsensusConfig(**options))
     if source == "hetionet_l1000_cell_lines":
         from perturbjax.data.hetionet_lincs import CellLineConfig, make_cell_lines
 
         options = config.data.cell_lines.to_dict()
         options["drug_features"] = tuple(options["drug_features"])
+        options["node_embeddings"] = tuple(options["node_embeddings"])
         return make_cell_lines(CellLineConfig(**options))
     raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
@@ -212,6 +222,10 @@ class PerturbationTask:
         model.fit(data, self.split.train, self.split.validation)
         return {part: self.metrics(part, model.predict(data, self.split.parts()[part]))
                 for part in ("validation", "test")} | {"chosen": model.chosen}
+
+    def artifacts(self) -> dict[str, dict]:
+        """Files the run directory keeps: the split, so a run's parts can be checked or reused."""
+        return {"split.json": {"seed": self.config.seed, **self.split.to_json()}}
 
     def describe(self) -> dict:
         """What a run's summary records about its data and graph."""

@@ -8,6 +8,7 @@ final test evaluation, and the run directory:
     WORKDIR/config.json    the resolved config
     WORKDIR/metrics.jsonl  one JSON object per logged train step or evaluation
     WORKDIR/summary.json   {"validation": {...}, "test": {...}, "baselines": {name: {...}}, ...}
+    WORKDIR/<name>.json    the task's own records (e.g. split.json: the indices of every part)
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_to_json(config))
     task = make_task(config)
+    for name, record in task.artifacts().items():
+        with open(os.path.join(workdir, name), "w") as f:
+            json.dump(record, f)
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
                "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
