@@ -85,7 +85,7 @@ def test_pathways(real_file):
     ("Gene::1\tXyZ\tGene::2", "line 3: unknown metaedge 'XyZ'"),
     ("Gene::1\tCbG\tGene::2", "line 3: source 'Gene::1' is not a 'compound' node"),
     ("Compound::DB1\tCbG\tGene", "line 3: target 'Gene' is not a 'gene' node"),
-    ("Compound::DB1\tCbG\tGene::2\textra", "malformed table.*line 3"),
+    ("Compound::DB1\tCbG\tGene::2\textra", "line 3: expected 3 tab-separated fields.*got 4"),
 ])
 def test_bad_sif_names_file_and_line(tmp_path, metaedges, line, match):
     path = tmp_path / "bad.sif"
@@ -104,7 +104,7 @@ def test_bad_nodes_name_file_and_line(tmp_path):
     with pytest.raises(ValueError, match="line 2: id 'Gene::1' does not match its kind"):
         hetionet.read_nodes(path)
     path.write_text("id\tkind\nGene::1\tGene\n")
-    with pytest.raises(ValueError, match=r"missing columns \['name'\]"):
+    with pytest.raises(ValueError, match=r"nodes.tsv line 1: missing required columns \['name'\]"):
         hetionet.read_nodes(path)
 
 

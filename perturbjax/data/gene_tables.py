@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from perturbjax.data.report import LoadReport
-from perturbjax.data.tables import file_line, read_table
+from perturbjax.data.tables import read_table
 
 
 def symbol_to_entrez(symbols: pd.Series, entrez: pd.Series) -> pd.Series:
@@ -31,14 +31,15 @@ def read_ppi(path: str | PathLike, symbol_map: pd.Series) -> tuple[pd.DataFrame,
       path: a table with columns source_symbol and target_symbol.
       symbol_map: upper-case symbol -> Entrez id (see `symbol_to_entrez`).
     """
-    table = read_table(path, ("source_symbol", "target_symbol"))
     report = LoadReport(str(path))
-    source = table["source_symbol"].str.upper().map(symbol_map)
-    target = table["target_symbol"].str.upper().map(symbol_map)
+    table = read_table(path, ("source_symbol", "target_symbol"), report=report)
+    frame = table.frame
+    source = frame["source_symbol"].str.upper().map(symbol_map)
+    target = frame["target_symbol"].str.upper().map(symbol_map)
     unmapped = source.isna() | target.isna()
     report.drop("symbol without a unique Entrez id", int(unmapped.sum()),
-                (f"{file_line(path, i)}: {a} - {b}" for i, a, b in
-                 zip(np.flatnonzero(unmapped), table["source_symbol"][unmapped], table["target_symbol"][unmapped])))
+                (f"{table.line(i)}: {a} - {b}" for i, a, b in
+                 zip(np.flatnonzero(unmapped), frame["source_symbol"][unmapped], frame["target_symbol"][unmapped])))
     pairs = pd.DataFrame({"a": source[~unmapped], "b": target[~unmapped]})
     self_loops = pairs["a"] == pairs["b"]
     report.drop("self interaction", int(self_loops.sum()))
@@ -61,15 +62,16 @@ def read_pathways(path: str | PathLike) -> tuple[pd.DataFrame, pd.DataFrame, Loa
       members: columns gene_id (Entrez), pathway_id.
       report: pathways without genes, repeated memberships.
     """
-    table = read_table(path, ("identifier", "name", "genes"))
     report = LoadReport(str(path))
-    dup = np.flatnonzero(table["identifier"].duplicated().to_numpy())
+    table = read_table(path, ("identifier", "name", "genes"), report=report)
+    frame = table.frame
+    dup = np.flatnonzero(frame["identifier"].duplicated().to_numpy())
     if dup.size:
-        raise ValueError(f"{file_line(path, dup[0])}: pathway {table['identifier'].iloc[dup[0]]!r} "
+        raise ValueError(f"{table.line(dup[0])}: pathway {frame['identifier'].iloc[dup[0]]!r} "
                          f"is listed twice")
-    pathways = pd.DataFrame({"node_id": table["identifier"], "name": table["name"],
-                             "source": table.get("source", "")})
-    members = (table[["identifier", "genes"]].assign(gene_id=table["genes"].str.split("|"))
+    pathways = pd.DataFrame({"node_id": frame["identifier"], "name": frame["name"],
+                             "source": frame.get("source", "")})
+    members = (frame[["identifier", "genes"]].assign(gene_id=frame["genes"].str.split("|"))
                .explode("gene_id")[["gene_id", "identifier"]]
                .rename(columns={"identifier": "pathway_id"}))
     members["gene_id"] = members["gene_id"].str.strip()
@@ -78,8 +80,8 @@ def read_pathways(path: str | PathLike) -> tuple[pd.DataFrame, pd.DataFrame, Loa
     members = members[~empty]
     bad = ~members["gene_id"].str.fullmatch(r"\d+")
     if bad.any():
-        row = int(np.flatnonzero(table["identifier"] == members["pathway_id"][bad].iloc[0])[0])
-        raise ValueError(f"{file_line(path, row)}: gene {members['gene_id'][bad].iloc[0]!r} is not "
+        row = int(np.flatnonzero(frame["identifier"] == members["pathway_id"][bad].iloc[0])[0])
+        raise ValueError(f"{table.line(row)}: gene {members['gene_id'][bad].iloc[0]!r} is not "
                          f"an Entrez id")
     deduped = members.drop_duplicates()
     report.drop("repeated membership", len(members) - len(deduped))

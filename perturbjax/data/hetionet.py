@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from perturbjax.data.report import LoadReport
-from perturbjax.data.tables import file_line, read_table
+from perturbjax.data.tables import read_table
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 
 REVERSE_PREFIX = "rev_"
@@ -55,11 +55,12 @@ def read_metaedges(path: str | PathLike) -> dict[str, Metaedge]:
     """`metaedges.tsv` -> {abbreviation: Metaedge}."""
     table = read_table(path, ("metaedge", "abbreviation"))
     out = {}
-    for row, (name, abbrev) in enumerate(zip(table["metaedge"], table["abbreviation"])):
+    for row, (name, abbrev) in enumerate(zip(table.frame["metaedge"],
+                                             table.frame["abbreviation"])):
         directed = " > " in name
         parts = name.split(" > " if directed else " - ")
         if len(parts) != 3 or not abbrev:
-            raise ValueError(f"{file_line(path, row)}: metaedge {name!r} is not of the form "
+            raise ValueError(f"{table.line(row)}: metaedge {name!r} is not of the form "
                              f"'Source - relation - Target' or 'Source > relation > Target'")
         out[abbrev] = Metaedge(abbrev, node_type_of(parts[0]), parts[1].strip(),
                                node_type_of(parts[2]), directed)
@@ -69,21 +70,22 @@ def read_metaedges(path: str | PathLike) -> dict[str, Metaedge]:
 def read_nodes(path: str | PathLike) -> pd.DataFrame:
     """`nodes.tsv` -> columns node_type, node_id, name (one row per node, ids unique per type)."""
     table = read_table(path, ("id", "name", "kind"))
-    split = table["id"].str.split("::", n=1, expand=True)
-    bad = np.flatnonzero(split[1].isna().to_numpy() if split.shape[1] > 1 else np.ones(len(table), bool))
+    frame = table.frame
+    split = frame["id"].str.split("::", n=1, expand=True)
+    bad = np.flatnonzero(split[1].isna().to_numpy() if split.shape[1] > 1 else np.ones(len(frame), bool))
     if bad.size:
-        raise ValueError(f"{file_line(path, bad[0])}: node id {table['id'].iloc[bad[0]]!r} is not "
+        raise ValueError(f"{table.line(bad[0])}: node id {frame['id'].iloc[bad[0]]!r} is not "
                          f"'Kind::identifier' ({bad.size} such rows)")
-    mismatch = np.flatnonzero((split[0] != table["kind"]).to_numpy())
+    mismatch = np.flatnonzero((split[0] != frame["kind"]).to_numpy())
     if mismatch.size:
         i = mismatch[0]
-        raise ValueError(f"{file_line(path, i)}: id {table['id'].iloc[i]!r} does not match its "
-                         f"kind {table['kind'].iloc[i]!r}")
-    nodes = pd.DataFrame({"node_type": table["kind"].map(node_type_of), "node_id": split[1],
-                          "name": table["name"]})
+        raise ValueError(f"{table.line(i)}: id {frame['id'].iloc[i]!r} does not match its "
+                         f"kind {frame['kind'].iloc[i]!r}")
+    nodes = pd.DataFrame({"node_type": frame["kind"].map(node_type_of), "node_id": split[1],
+                          "name": frame["name"]})
     dup = np.flatnonzero(nodes.duplicated(["node_type", "node_id"]).to_numpy())
     if dup.size:
-        raise ValueError(f"{file_line(path, dup[0])}: duplicate node id {table['id'].iloc[dup[0]]!r}")
+        raise ValueError(f"{table.line(dup[0])}: duplicate node id {frame['id'].iloc[dup[0]]!r}")
     return nodes
 
 
@@ -94,21 +96,22 @@ def read_sif(path: str | PathLike, metaedges: dict[str, Metaedge]) -> pd.DataFra
     the one its metaedge joins.
     """
     table = read_table(path, ("source", "metaedge", "target"))
-    unknown = np.flatnonzero(~table["metaedge"].isin(list(metaedges)).to_numpy())
+    frame = table.frame
+    unknown = np.flatnonzero(~frame["metaedge"].isin(list(metaedges)).to_numpy())
     if unknown.size:
         i = unknown[0]
-        raise ValueError(f"{file_line(path, i)}: unknown metaedge {table['metaedge'].iloc[i]!r}; "
+        raise ValueError(f"{table.line(i)}: unknown metaedge {frame['metaedge'].iloc[i]!r}; "
                          f"known: {sorted(metaedges)}")
-    out = {"metaedge": table["metaedge"]}
+    out = {"metaedge": frame["metaedge"]}
     for end, role in (("source", "source"), ("target", "target")):
-        split = table[end].str.split("::", n=1, expand=True)
-        expected = table["metaedge"].map({k: getattr(m, role) for k, m in metaedges.items()})
+        split = frame[end].str.split("::", n=1, expand=True)
+        expected = frame["metaedge"].map({k: getattr(m, role) for k, m in metaedges.items()})
         wrong = np.flatnonzero((split[0].map(node_type_of) != expected).to_numpy()
-                               | split.get(1, pd.Series(index=table.index)).isna().to_numpy())
+                               | split.get(1, pd.Series(index=frame.index)).isna().to_numpy())
         if wrong.size:
             i = wrong[0]
-            raise ValueError(f"{file_line(path, i)}: {end} {table[end].iloc[i]!r} is not a "
-                             f"'{expected.iloc[i]}' node as metaedge {table['metaedge'].iloc[i]} "
+            raise ValueError(f"{table.line(i)}: {end} {frame[end].iloc[i]!r} is not a "
+                             f"'{expected.iloc[i]}' node as metaedge {frame['metaedge'].iloc[i]} "
                              f"requires")
         out[f"{end}_id"] = split[1]
     return pd.DataFrame(out)
@@ -116,16 +119,16 @@ def read_sif(path: str | PathLike, metaedges: dict[str, Metaedge]) -> pd.DataFra
 
 def read_compound_gene_binding(path: str | PathLike) -> pd.DataFrame:
     """`CbG-binding.tsv` -> columns metaedge ('CbG'), source_id (DrugBank), target_id (Entrez)."""
-    table = read_table(path, ("drugbank_id", "entrez_gene_id"))
-    return pd.DataFrame({"metaedge": "CbG", "source_id": table["drugbank_id"],
-                         "target_id": table["entrez_gene_id"]})
+    frame = read_table(path, ("drugbank_id", "entrez_gene_id")).frame
+    return pd.DataFrame({"metaedge": "CbG", "source_id": frame["drugbank_id"],
+                         "target_id": frame["entrez_gene_id"]})
 
 
 def read_disease_gene_association(path: str | PathLike) -> pd.DataFrame:
     """`DaG-association.tsv` -> columns metaedge ('DaG'), source_id (DOID), target_id (Entrez)."""
-    table = read_table(path, ("doid_id", "entrez_gene_id"))
-    return pd.DataFrame({"metaedge": "DaG", "source_id": table["doid_id"],
-                         "target_id": table["entrez_gene_id"]})
+    frame = read_table(path, ("doid_id", "entrez_gene_id")).frame
+    return pd.DataFrame({"metaedge": "DaG", "source_id": frame["doid_id"],
+                         "target_id": frame["entrez_gene_id"]})
 
 
 def build_graph(nodes: pd.DataFrame, edges: pd.DataFrame, metaedges: dict[str, Metaedge], *,

@@ -64,7 +64,7 @@ class ConsensusConfig:
 
 def read_drugbank_smiles(path) -> pd.Series:
     """`drugbank_smiles.txt` (DrugBank id <tab> SMILES, no header) -> Series id -> SMILES."""
-    table = read_table(path, header=False, names=("drug_id", "smiles"))
+    table = read_table(path, header=False, names=("drug_id", "smiles")).frame
     return table.drop_duplicates("drug_id").set_index("drug_id")["smiles"]
 
 
@@ -110,7 +110,7 @@ def place_drugs(graph: HeteroGraph, query: pd.DataFrame) -> tuple[HeteroGraph, n
     `CbG-binding.tsv` targets. Returns the graph, each drug's compound index, and the reports.
     """
     path = registry.path
-    slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey"))
+    slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey")).frame
     slim = slim.set_index("drugbank_id")
     compounds = pd.Series(graph.nodes[DRUG_TYPE].names, dtype=str)
     kg = pd.DataFrame({"node_id": compounds, "inchikey": compounds.map(slim["inchikey"]).fillna(""),
@@ -153,7 +153,7 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
     keep = slice(None) if not config.max_drugs else slice(config.max_drugs)
     drug_ids = pd.Series(consensus.perturbagens[keep], dtype=str)
     signatures = consensus.values[keep]
-    slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey"))
+    slim = read_table(path("drugbank/drugbank-slim.tsv"), ("drugbank_id", "name", "inchikey")).frame
     slim = slim.set_index("drugbank_id")
     query = pd.DataFrame({"drug_id": drug_ids,
                           "inchikey": drug_ids.map(slim["inchikey"]).fillna(""),

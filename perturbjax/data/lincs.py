@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
 import io
-import re
 import warnings
-import zlib
-from pathlib import Path
 from typing import Sequence
 
 import h5py
@@ -30,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from perturbjax.data.report import LoadReport
+from perturbjax.data.tables import (Table, check_field_counts, drop_bad_ids, field_counts,
+                                    read_lines, read_table, to_bool, to_numeric)
 
 MISSING_TOKENS = ("", "-666", "-666.0", "-666.00", "-666.000", "NA", "na", "NaN", "nan", "N/A",
                   "#N/A")
@@ -45,69 +43,17 @@ _LEADING_ZERO = r"^[+-]?0\d"  # "007" is an identifier, not the number 7
 
 
 # --------------------------------------------------------------------------------------------
-# Low-level text helpers
+# Cells and values
 # --------------------------------------------------------------------------------------------
 
-def _read_lines(path) -> list[str]:
-    """Lines of a (possibly gzipped) text file without line ends; UTF-8, else Latin-1."""
-    name = str(path)
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{name}: expected a valid gzip file: {e}") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # older CMap files hold Latin-1 micro signs
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.replace("\r\n", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def _sep_word(sep: str) -> str:
-    return "tab" if sep == "\t" else "comma"
-
-
-def _field_counts(lines: Sequence[str], sep: str) -> np.ndarray:
-    """Number of fields on each line; quoted separators are ignored for CSV."""
-    if not len(lines):
-        return np.zeros(0, np.int64)
-    s = pd.Series(list(lines), dtype=object)
-    if sep != "\t":
-        s = s.str.replace(r'"(?:[^"]|"")*"', "", regex=True)
-    return s.str.count(re.escape(sep)).to_numpy(np.int64) + 1
-
-
-def _check_field_counts(counts: np.ndarray, expected: int, lineno: np.ndarray, name: str,
-                        sep: str, what: str = "") -> None:
-    bad = np.flatnonzero(counts != expected)
-    if bad.size:
-        i = bad[0]
-        more = f" ({bad.size} lines are malformed)" if bad.size > 1 else ""
-        raise ValueError(f"{name} line {lineno[i]}: expected {expected} {_sep_word(sep)}-separated "
-                         f"fields{what}, got {counts[i]}{more}")
-
-
-def _split_header(line: str, sep: str) -> list[str]:
-    if sep == "\t":
-        fields = line.split("\t")
-    else:
-        fields = next(csv.reader([line], delimiter=sep))
-    return [f.strip() for f in fields]
-
-
-def _parse_cells(lines: Sequence[str], sep: str, n_fields: int) -> np.ndarray:
-    """Object array [len(lines), n_fields] of raw strings; field counts were checked before."""
+def _parse_cells(lines: Sequence[str], n_fields: int) -> np.ndarray:
+    """Object array [len(lines), n_fields] of the raw strings of tab-separated lines whose
+    field counts were checked before."""
     if not len(lines):
         return np.empty((0, n_fields), dtype=object)
-    frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, header=None, dtype=str,
+    frame = pd.read_csv(io.StringIO("\n".join(lines)), sep="\t", header=None, dtype=str,
                         na_filter=False, skip_blank_lines=False, engine="c",
-                        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+                        quoting=csv.QUOTE_NONE)
     return frame.to_numpy(dtype=object)
 
 
@@ -255,7 +201,7 @@ def read_gct(path) -> tuple[GCT, LoadReport]:
     """
     name = str(path)
     report = LoadReport(name)
-    lines = _read_lines(path)
+    lines = read_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -305,9 +251,9 @@ def read_gct(path) -> tuple[GCT, LoadReport]:
                          f"after {n_rows} data rows (as line 2 declares), got "
                          f"{len(block) - n_cmeta - n_rows} more lines")
     lineno = np.arange(4, 4 + len(block))
-    _check_field_counts(_field_counts(block, "\t"), width, lineno, name, "\t",
-                        f" (id, {n_rmeta} row-metadata fields, {n_cols} values)")
-    cells = _parse_cells(block, "\t", width)
+    check_field_counts(field_counts(block, "\t"), width, lineno, name, "\t",
+                       f" (id, {n_rmeta} row-metadata fields, {n_cols} values)")
+    cells = _parse_cells(block, width)
 
     cm = cells[:n_cmeta]
     cmeta_names = pd.Series(cm[:, 0], dtype=object).str.strip()
@@ -599,102 +545,8 @@ def plate_to_signatures(gct: GCT, *, control: str = "ctl_vehicle",
 # LINCS tables
 # --------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class _Table:
-    frame: pd.DataFrame  # stripped strings, NaN for missing values
-    lineno: np.ndarray  # 1-based file line of each row
-    name: str
-
-
-def _read_table(path, required: Sequence[str], report: LoadReport, sep: str | None = None,
-                header_ok=None) -> _Table:
-    """A delimited table as stripped strings; checks the header and every line's field count."""
-    name = str(path)
-    lines = _read_lines(path)
-    if not lines or not lines[0].strip():
-        raise ValueError(f"{name} line 1: expected a header row, got "
-                         f"{'an empty file' if not lines else 'a blank line'}")
-    if sep is None:
-        sep = "\t" if "\t" in lines[0] else ","
-    header = _split_header(lines[0], sep)
-    dup = _first_duplicate(pd.Series(header))
-    if dup is not None:
-        raise ValueError(f"{name} line 1: column names must be unique, {header[dup]!r} repeats")
-    if header_ok is not None:
-        header_ok(header)
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"{name} line 1: missing required columns {missing}; found {header}")
-    body = np.asarray(lines[1:], dtype=object)
-    blank = (pd.Series(body, dtype=object).str.strip() == "").to_numpy(bool)
-    lineno = np.arange(2, 2 + len(body))
-    report.drop("blank line", int(blank.sum()), [f"line {n}" for n in lineno[blank][:5]])
-    body, lineno = body[~blank], lineno[~blank]
-    _check_field_counts(_field_counts(body, sep), len(header), lineno, name, sep,
-                        " (one per header column)")
-    cells = _parse_cells(body, sep, len(header))
-    frame = pd.DataFrame(cells, columns=header)
-    for col in header:
-        s = frame[col].str.strip()
-        frame[col] = s.mask(s.isin(MISSING_TOKENS))
-    return _Table(frame, lineno, name)
-
-
-def _drop_bad_ids(table: _Table, id_col: str, report: LoadReport,
-                  blank_reason: str | None = None) -> _Table:
-    """Drops rows with a blank id and later repeats of an id, reporting both."""
-    ids = table.frame[id_col]
-    blank = np.array(ids.isna(), dtype=bool)
-    report.drop(blank_reason or f"blank {id_col}", int(blank.sum()),
-                [f"line {n}" for n in table.lineno[blank][:5]])
-    dup = ids.duplicated(keep="first").to_numpy() & ~blank
-    if dup.any():
-        first_line = pd.Series(table.lineno, index=ids.to_numpy()).groupby(level=0).first()
-        examples = [f"{i} (line {n}, first at line {first_line[i]})"
-                    for i, n in zip(ids[dup][:5], table.lineno[dup][:5])]
-        report.drop(f"duplicate {id_col} (kept the first)", int(dup.sum()), examples)
-    keep = ~(blank | dup)
-    return _Table(table.frame[keep].reset_index(drop=True), table.lineno[keep], table.name)
-
-
-def _numeric(table: _Table, col: str, report: LoadReport, *, strict: bool,
-             integer: bool = False) -> None:
-    """Converts a column to numbers in place; bad values raise (strict) or become NaN (reported)."""
-    s = table.frame[col]
-    num = pd.to_numeric(s, errors="coerce")
-    bad = np.array(num.isna() & s.notna(), dtype=bool)
-    if integer:
-        bad |= np.array(num.notna() & (num % 1 != 0), dtype=bool)
-    if bad.any():
-        if strict:
-            k = np.flatnonzero(bad)[0]
-            raise ValueError(f"{table.name} line {table.lineno[k]}: expected "
-                             f"{'an integer' if integer else 'a number'} in column {col!r}, "
-                             f"got {s.iloc[k]!r}")
-        report.drop(f"{col} not {'an integer' if integer else 'a number'} (value set to missing)",
-                    int(bad.sum()), [f"line {n}: {v!r}" for n, v in
-                                     zip(table.lineno[bad][:5], s[bad][:5])])
-        num = num.mask(bad)
-    table.frame[col] = num.astype("Int64") if integer else num.astype(np.float64)
-
-
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
-
-
-def _boolean(table: _Table, col: str, report: LoadReport) -> None:
-    """True/False-like strings -> bool in place; a blank means False and is counted in notes."""
-    s = table.frame[col].str.lower()
-    is_true, is_false = s.isin(_TRUE).to_numpy(), s.isin(_FALSE).to_numpy()
-    blank = s.isna().to_numpy()
-    bad = ~(is_true | is_false | blank)
-    if bad.any():
-        k = np.flatnonzero(bad)[0]
-        raise ValueError(f"{table.name} line {table.lineno[k]}: expected True or False in column "
-                         f"{col!r}, got {table.frame[col].iloc[k]!r}")
-    if blank.any():
-        report.notes[f"{col}_blank_as_false"] = int(blank.sum())
-    table.frame[col] = is_true
+def _read_lincs_table(path, required: Sequence[str], report: LoadReport) -> Table:
+    return read_table(path, required, strip=True, missing=MISSING_TOKENS, report=report)
 
 
 def read_pertinfo(path) -> tuple[pd.DataFrame, LoadReport]:
@@ -704,15 +556,15 @@ def read_pertinfo(path) -> tuple[pd.DataFrame, LoadReport]:
     and reported. Count and weight columns become numbers; `in_summly` becomes bool.
     """
     report = LoadReport(str(path))
-    table = _read_table(path, ("pert_id", "pert_iname", "pert_type"), report)
-    table = _drop_bad_ids(table, "pert_id", report)
+    table = _read_lincs_table(path, ("pert_id", "pert_iname", "pert_type"), report)
+    table = drop_bad_ids(table, "pert_id", report)
     for col in ("pubchem_cid", "num_gold", "num_inst", "num_sig"):
         if col in table.frame:
-            _numeric(table, col, report, strict=False, integer=True)
+            to_numeric(table, col, report, strict=False, integer=True)
     if "molecular_wt" in table.frame:
-        _numeric(table, "molecular_wt", report, strict=False)
+        to_numeric(table, "molecular_wt", report, strict=False)
     if "in_summly" in table.frame:
-        _boolean(table, "in_summly", report)
+        to_bool(table, "in_summly", report)
     report.kept["perturbagens"] = len(table.frame)
     return table.frame, report
 
@@ -720,7 +572,7 @@ def read_pertinfo(path) -> tuple[pd.DataFrame, LoadReport]:
 def read_cellinfo(path) -> tuple[pd.DataFrame, LoadReport]:
     """LINCS cell-line table (cell_id, histology, lineage, source, ...); strings, NaN if blank."""
     report = LoadReport(str(path))
-    table = _drop_bad_ids(_read_table(path, ("cell_id",), report), "cell_id", report)
+    table = drop_bad_ids(_read_lincs_table(path, ("cell_id",), report), "cell_id", report)
     report.kept["cell_lines"] = len(table.frame)
     return table.frame, report
 
@@ -732,11 +584,11 @@ def read_geneinfo(path) -> tuple[pd.DataFrame, LoadReport]:
     report's notes). `pr_gene_id` stays a string: some probes map to several genes ("a///b").
     """
     report = LoadReport(str(path))
-    table = _read_table(path, ("pr_id", "pr_gene_id", "pr_gene_symbol", "is_lm"), report)
+    table = _read_lincs_table(path, ("pr_id", "pr_gene_id", "pr_gene_symbol", "is_lm"), report)
     # dhimmel's table also lists genes that have no L1000 probe (blank pr_id): not probes.
-    table = _drop_bad_ids(table, "pr_id", report, "blank pr_id (a gene without an L1000 probe)")
+    table = drop_bad_ids(table, "pr_id", report, "blank pr_id (a gene without an L1000 probe)")
     for col in [c for c in table.frame.columns if c.startswith("is_")]:
-        _boolean(table, col, report)
+        to_bool(table, col, report)
     report.kept["probes"] = len(table.frame)
     report.kept["landmark_probes"] = int(table.frame["is_lm"].sum())
     return table.frame, report
@@ -755,9 +607,9 @@ def read_siginfo(path) -> tuple[pd.DataFrame, LoadReport]:
     replicate count is added as `n_replicates`.
     """
     report = LoadReport(str(path))
-    table = _drop_bad_ids(_read_table(path, SIGINFO_COLUMNS, report), "sig_id", report)
+    table = drop_bad_ids(_read_lincs_table(path, SIGINFO_COLUMNS, report), "sig_id", report)
     for col in ("pert_dose", "pert_time"):
-        _numeric(table, col, report, strict=True)
+        to_numeric(table, col, report, strict=True)
     distil = table.frame["distil_id"]
     table.frame["n_replicates"] = (distil.str.count(r"\|") + 1).where(distil.notna(), 0).astype(
         np.int64)
@@ -772,32 +624,27 @@ def read_landmark_genes(path) -> tuple[pd.DataFrame, LoadReport]:
     status == "measured") or TranSiGen's `landmark_geneinfo.csv` (gene_id, gene_symbol; every
     row is a landmark), chosen by the header.
     """
-    name = str(path)
-    report = LoadReport(name)
-    cols: dict = {}
-
-    def choose(header):
-        if {"entrez_gene_id", "status", "symbol"} <= set(header):
-            cols.update(id="entrez_gene_id", symbol="symbol", status="status")
-        elif {"gene_id", "gene_symbol"} <= set(header):
-            cols.update(id="gene_id", symbol="gene_symbol")
-        else:
-            raise ValueError(f"{name} line 1: expected columns (entrez_gene_id, status, symbol) "
-                             f"or (gene_id, gene_symbol), found {header}")
-
-    table = _read_table(path, (), report, header_ok=choose)
-    frame = table.frame
+    report = LoadReport(str(path))
+    table = _read_lincs_table(path, (), report)
+    header = list(table.frame.columns)
+    if {"entrez_gene_id", "status", "symbol"} <= set(header):
+        cols = dict(id="entrez_gene_id", symbol="symbol", status="status")
+    elif {"gene_id", "gene_symbol"} <= set(header):
+        cols = dict(id="gene_id", symbol="gene_symbol")
+    else:
+        raise ValueError(f"{table.name} line 1: expected columns (entrez_gene_id, status, "
+                         f"symbol) or (gene_id, gene_symbol), found {header}")
     if "status" in cols:
-        measured = (frame[cols["status"]] == "measured").to_numpy()
+        measured = (table.frame[cols["status"]] == "measured").to_numpy()
         report.drop("status is not 'measured' (not a landmark)", int((~measured).sum()))
-        table = _Table(frame[measured].reset_index(drop=True), table.lineno[measured], name)
+        table = table.take(measured)
     ids = table.frame[cols["id"]]
     bad = ~ids.fillna("").str.fullmatch(r"\d+").to_numpy(bool)
     if bad.any():
         k = np.flatnonzero(bad)[0]
-        raise ValueError(f"{name} line {table.lineno[k]}: expected an Entrez gene id (digits) in "
-                         f"column {cols['id']!r}, got {ids.iloc[k]!r}")
-    table = _drop_bad_ids(table, cols["id"], report)
+        raise ValueError(f"{table.line(k)}: expected an Entrez gene id (digits) in column "
+                         f"{cols['id']!r}, got {ids.iloc[k]!r}")
+    table = drop_bad_ids(table, cols["id"], report)
     out = pd.DataFrame({"entrez_id": table.frame[cols["id"]].astype(str).to_numpy(dtype=object),
                         "symbol": table.frame[cols["symbol"]].to_numpy(dtype=object)})
     report.kept["landmark_genes"] = len(out)
@@ -848,12 +695,8 @@ def _read_id_matrix(path, id_col: str, report: LoadReport,
     Rows holding a missing or non-finite value are dropped and reported; repeated or blank ids
     raise, since either would make a row's identity ambiguous.
     """
-    name = str(path)
-    lines = _read_lines(path)
-    if not lines or not lines[0].strip():
-        raise ValueError(f"{name} line 1: expected a header row, got "
-                         f"{'an empty file' if not lines else 'a blank line'}")
-    header = _split_header(lines[0], "\t")
+    table = read_table(path, sep="\t", report=report)
+    name, lineno, header = table.name, table.lineno, list(table.frame.columns)
     if header[0] != id_col:
         raise ValueError(f"{name} line 1: expected the first column to be {id_col!r}, "
                          f"got {header[0]!r}")
@@ -862,17 +705,7 @@ def _read_id_matrix(path, id_col: str, report: LoadReport,
     if bad.size:
         raise ValueError(f"{name} line 1: expected Entrez gene ids (digits) as column names, "
                          f"column {bad[0] + 2} is {genes[bad[0]]!r}")
-    dup = _first_duplicate(pd.Series(genes))
-    if dup is not None:
-        raise ValueError(f"{name} line 1: gene columns must be unique, {genes[dup]!r} repeats")
-    body = np.asarray(lines[1:], dtype=object)
-    lineno = np.arange(2, 2 + len(body))
-    blank = (pd.Series(body, dtype=object).str.strip() == "").to_numpy(bool)
-    report.drop("blank line", int(blank.sum()), [f"line {n}" for n in lineno[blank][:5]])
-    body, lineno = body[~blank], lineno[~blank]
-    _check_field_counts(_field_counts(body, "\t"), len(header), lineno, name, "\t",
-                        f" ({id_col} and {len(genes)} genes)")
-    cells = _parse_cells(body, "\t", len(header))
+    cells = table.frame.to_numpy(dtype=object)
     ids = pd.Series(cells[:, 0], dtype=object).str.strip()
     if (ids == "").any():
         k = np.flatnonzero((ids == "").to_numpy())[0]
