@@ -1,6 +1,7 @@
 """The `perturbjax` command.
 
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+        (rerun on a DIR with checkpoints to resume it; SIGTERM saves one and exits with status 0)
     perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --source S --path P
 
@@ -39,7 +40,9 @@ def _split_overrides(rest: list[str]) -> list[str]:
 
 
 def _train(args, rest) -> None:
-    from perturbjax.train.loop import train_and_evaluate  # keeps `--help` fast
+    # Imported here to keep `--help` fast.
+    from perturbjax.train.checkpoint import Preempted, WorkdirConflict
+    from perturbjax.train.loop import train_and_evaluate
 
     try:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
@@ -47,8 +50,16 @@ def _train(args, rest) -> None:
         raise SystemExit(f"perturbjax: error in --config: {e}")
     path, _, variant = args.config.partition(".py:")
     experiment = os.path.splitext(os.path.basename(path))[0]
-    summary = train_and_evaluate(config, args.workdir, experiment=experiment,
-                                 variant=variant, progress=not args.no_progress)
+    try:
+        summary = train_and_evaluate(config, args.workdir, experiment=experiment,
+                                     variant=variant, progress=not args.no_progress)
+    except WorkdirConflict as e:
+        raise SystemExit(f"perturbjax: {e}")
+    except Preempted as e:
+        # Exit status 0: the run stopped as asked, with its state saved.
+        print(f"perturbjax: {e}. The run is not finished (no summary.json); rerun the same "
+              f"command to resume from step {e.step}.", file=sys.stderr)
+        return
     _print_table(summary)
 
 
@@ -135,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         "train", help="train and evaluate one run",
         description="Train the configured model, fit the configured baselines on the same split, "
                     "and write config.json, metrics.jsonl and summary.json to the workdir. "
-                    "Further arguments --config.KEY=VALUE override config fields.")
+                    "A workdir with checkpoints (train.checkpoint.every > 0) is resumed exactly "
+                    "from the latest one; one with another config is refused. SIGTERM saves a "
+                    "checkpoint and exits with status 0. Further arguments --config.KEY=VALUE override config fields.")
     train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     train.add_argument("--workdir", required=True, help="run directory (created if missing)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -79,6 +79,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.clip_norm = 1.0
     c.train.log_every = 50
     c.train.eval_every = 100
+    # Orbax checkpoints in WORKDIR/checkpoints, for exact resume and preemption (SIGTERM):
+    # every `every` steps (0 = never, and SIGTERM then kills as usual), the last `keep` kept.
+    c.train.checkpoint = ml_collections.ConfigDict()
+    c.train.checkpoint.every = 100
+    c.train.checkpoint.keep = 2
 
     c.wandb = ml_collections.ConfigDict()
     c.wandb.mode = "auto"  # online with an API key, offline otherwise; "disabled" turns it off
@@ -190,14 +195,26 @@ class PerturbationTask:
         return {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
                 "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
 
-    def train_batches(self, seed: int) -> Iterator[dict[str, np.ndarray]]:
-        """Endless shuffled batches of training conditions, all of the same size."""
+    def train_batches(self, seed: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Endless shuffled batches of training conditions, all of the same size.
+
+        Batch `i` is a function of (seed, i) alone: with `start_step=s` the stream begins with
+        the batch an unbroken stream yields at position s, so a resumed run sees the same data.
+        Epochs are permutations drawn one after another from `default_rng(seed)`; skipping
+        epochs draws (and discards) theirs, which keeps the order of runs made before resuming
+        existed, at the cost of one permutation per skipped epoch.
+        """
         rng = np.random.default_rng(seed)
         train, size = self.split.train, min(self.batch_size, len(self.split.train))
+        per_epoch = len(train) // size
+        epoch, skip = divmod(start_step, per_epoch)
+        for _ in range(epoch):
+            rng.permutation(train)
         while True:
             order = rng.permutation(train)
-            for start in range(0, len(order) - size + 1, size):
-                yield self._batch(order[start:start + size])
+            for b in range(skip, per_epoch):
+                yield self._batch(order[b * size:(b + 1) * size])
+            skip = 0
 
     def eval_batches(self, part: str) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Fixed-size batches of a split part; the last is filled up and its real size given."""

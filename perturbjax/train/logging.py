@@ -30,11 +30,18 @@ def wandb_mode(config: ml_collections.ConfigDict) -> str:
 
 
 class RunLogger:
-    """Appends one JSON object per call to `workdir/metrics.jsonl`, mirrors it to W&B."""
+    """Appends one JSON object per call to `workdir/metrics.jsonl`, mirrors it to W&B.
+
+    `keep_bytes` truncates an existing file to its first `keep_bytes` bytes (`offset()` at the
+    checkpoint a run resumes from; 0 for a run started afresh), so that records written after that
+    checkpoint, which the resumed run writes again, are never duplicated.
+    """
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict, experiment: str = "",
-                 variant: str = ""):
+                 variant: str = "", keep_bytes: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path) and os.path.getsize(self.path) > keep_bytes:
+            os.truncate(self.path, keep_bytes)
         self._file = open(self.path, "a")
         self._wandb = None
         mode = wandb_mode(config)
@@ -54,6 +61,10 @@ class RunLogger:
             self._wandb.log({f"{split}/{k}": v for k, v in record.items()
                              if k not in ("step", "split") and isinstance(v, (int, float))},
                             step=int(step))
+
+    def offset(self) -> int:
+        """Bytes written so far (every record is flushed when logged)."""
+        return self._file.tell()
 
     def close(self) -> None:
         self._file.close()

@@ -9,6 +9,12 @@ final test evaluation, and the run directory:
     WORKDIR/metrics.jsonl  one JSON object per logged train step or evaluation
     WORKDIR/summary.json   {"validation": {...}, "test": {...}, "baselines": {name: {...}}, ...}
     WORKDIR/<name>.json    the task's own records (e.g. split.json: the indices of every part)
+    WORKDIR/checkpoints/   every `train.checkpoint.every` steps (see `checkpoint.py`)
+
+A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
+(seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
+metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM the loop saves a
+checkpoint at the next step boundary and raises `checkpoint.Preempted` (no summary.json).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
 from perturbjax.tasks import make_task
+from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
 
 
@@ -80,34 +87,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
                        variant: str = "", progress: bool = True) -> dict:
     """Trains the configured model, evaluates it and the baselines, writes the run directory.
 
+    Resumes from the latest checkpoint in `workdir/checkpoints` if there is one.
+
     Returns:
       The summary that is also written to `workdir/summary.json`.
+
+    Raises:
+      checkpoint.WorkdirConflict: `workdir/config.json` holds a different config.
+      checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
+        summary.json was not written (rerunning resumes).
     """
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
+    config_json = config_to_json(config)
+    check_workdir_config(workdir, config_json)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_to_json(config))
+        f.write(config_json)
     task = make_task(config)
     for name, record in task.artifacts().items():
         with open(os.path.join(workdir, name), "w") as f:
             json.dump(record, f)
-    logger = RunLogger(workdir, config, experiment=experiment, variant=variant)
+    ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
+    resume = None if task.model_is_baseline else ckpt.latest_step()
+    loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
+    logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
+                       keep_bytes=loop_state["metrics_offset"] if loop_state else 0)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
                "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
-               **task.describe()}
+               "resumed_from_step": resume, **task.describe()}
     try:
         if task.model_is_baseline:
             result = task.fit_baseline(config.model.name)
             summary.update(validation=result["validation"], test=result["test"],
                            chosen=result["chosen"])
         else:
-            summary.update(_train(config, task, logger, progress))
+            summary.update(_train(config, task, logger, progress, ckpt, config_json, loop_state))
         summary["baselines"] = {}
         for name in tqdm(config.baselines, desc="baselines", disable=not progress):
             summary["baselines"][name] = task.fit_baseline(name)
         for part in ("validation", "test"):
             logger.log(summary.get("step", 0), f"final_{part}", summary[part])
     finally:
+        ckpt.close()  # waits for a save in flight
         logger.close()
     summary["wall_time_s"] = round(time.time() - start, 2)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
@@ -115,38 +136,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     return summary
 
 
-def _train(config, task, logger, progress) -> dict:
+def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dict:
+    """The training loop; `loop_state` (the latest checkpoint's "loop" item, or None) resumes it.
+
+    Checkpoints are saved after a step's logging and evaluation, every `train.checkpoint.every`
+    steps, at the last step of a run at least that long, and on SIGTERM.
+    """
     t = config.train
+    every = t.checkpoint.every
     model = task.build_model(nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx, schedule = make_optimizer(t)
     opt_state = tx.init(params)
     train_step, predict_step = make_steps(task, graphdef, rest, tx)
     key = jax.random.key(config.seed)
-    batches = task.train_batches(config.seed)
     metric = task.selection_metric
+    best = {"score": -np.inf, "step": 0, "params": jax.tree.map(np.array, params)}
+    first = 0
+    if loop_state is not None:
+        template = {"params": params, "opt_state": opt_state, "best_params": best["params"],
+                    "key": np.asarray(jax.random.key_data(key))}
+        state, loop_state = ckpt.restore(loop_state["step"], template)
+        params, opt_state = jax.tree.map(jnp.asarray, (state["params"], state["opt_state"]))
+        key = jax.random.wrap_key_data(state["key"], impl=jax.random.key_impl(key))
+        best = {"score": loop_state["best_score"], "step": loop_state["best_step"],
+                "params": state["best_params"]}
+        first = loop_state["step"]
+    batches = task.train_batches(config.seed, start_step=first)
+    description = task.describe()
 
-    best = {"score": -np.inf, "step": 0, "params": jax.tree.map(np.asarray, params)}
-    bar = tqdm(range(1, t.num_steps + 1), desc="train", disable=not progress, mininterval=0.5)
+    def save(step):
+        ckpt.save(step, {"params": params, "opt_state": opt_state, "best_params": best["params"],
+                         "key": jax.random.key_data(key)},
+                  {"step": step, "best_score": best["score"], "best_step": best["step"],
+                   "metrics_offset": logger.offset()}, config_json, description)
+
+    bar = tqdm(range(first + 1, t.num_steps + 1), desc="train", disable=not progress,
+               mininterval=0.5, initial=first, total=t.num_steps)
     step_start = time.time()
-    for step in bar:
-        key, step_key = jax.random.split(key)
-        params, opt_state, stats = train_step(params, opt_state, step_key, task.inputs, next(batches))
-        if step % t.log_every == 0 or step == t.num_steps:
-            stats = jax.device_get(stats)
-            if not np.isfinite(stats["loss"]):
-                raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
-            elapsed, step_start = time.time() - step_start, time.time()
-            logger.log(step, "train", {**stats, "learning_rate": float(schedule(step)),
-                                       "steps_per_s": t.log_every / max(elapsed, 1e-9)})
-            bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        if step % t.eval_every == 0 or step == t.num_steps:
-            val = task.metrics("validation", predict(predict_step, params, task, "validation"))
-            logger.log(step, "validation", val)
-            if val[metric] > best["score"]:
-                best = {"score": val[metric], "step": step,
-                        "params": jax.tree.map(np.asarray, params)}
-            bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
+    with SigtermFlag(enabled=every > 0) as sigterm:
+        for step in bar:
+            key, step_key = jax.random.split(key)
+            params, opt_state, stats = train_step(params, opt_state, step_key, task.inputs, next(batches))
+            if step % t.log_every == 0 or step == t.num_steps:
+                stats = jax.device_get(stats)
+                if not np.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
+                elapsed, step_start = time.time() - step_start, time.time()
+                logger.log(step, "train", {**stats, "learning_rate": float(schedule(step)),
+                                           "steps_per_s": t.log_every / max(elapsed, 1e-9)})
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            if step % t.eval_every == 0 or step == t.num_steps:
+                val = task.metrics("validation", predict(predict_step, params, task, "validation"))
+                logger.log(step, "validation", val)
+                if val[metric] > best["score"]:
+                    best = {"score": val[metric], "step": step,
+                            "params": jax.tree.map(np.array, params)}
+                bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
+            if sigterm.is_set:
+                logger.log(step, "preempted", {"checkpoint_step": step})
+                save(step)
+                ckpt.wait()
+                raise Preempted(step, ckpt.directory)
+            if every > 0 and (step % every == 0 or (step == t.num_steps and step >= every)):
+                save(step)
 
     # The test part is evaluated once, with the parameters chosen on validation.
     chosen = jax.tree.map(jnp.asarray, best["params"])

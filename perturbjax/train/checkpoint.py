@@ -1,0 +1,175 @@
+"""Checkpoints of a training run: exact resume, preemption, checkpoints that describe themselves.
+
+One Orbax `CheckpointManager` under `WORKDIR/checkpoints/STEP/`, saving asynchronously (training
+goes on while the files are written) and keeping the last `train.checkpoint.keep` steps. Each
+step holds four items:
+
+    state        arrays (StandardSave): params, opt_state, best_params, key (raw PRNG key data)
+    loop         JSON: step, best_score, best_step (validation selection so far) and
+                 metrics_offset, the length of metrics.jsonl when the checkpoint was taken
+    config       JSON: the resolved config, equal to WORKDIR/config.json
+    description  JSON: the task's `describe()` (graph schema and summary, padding budget, split)
+
+The validation-selected parameters travel in every checkpoint (`best_params`), since an exact
+resume needs them; so rotation never loses the best model, and the last checkpoint of a
+finished run holds both the final and the selected parameters, with no separate best-checkpoint
+policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "loop", "config", "description")
+
+
+class WorkdirConflict(ValueError):
+    """The workdir belongs to a run with another config."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint; rerunning the command resumes it."""
+
+    def __init__(self, step: int, directory: str):
+        super().__init__(f"preempted (SIGTERM) at step {step}; "
+                         f"checkpoint saved in {directory}/{step}")
+        self.step, self.directory = step, directory
+
+
+def check_workdir_config(workdir: str, config_json: str) -> None:
+    """Refuses a workdir whose config.json is not `config_json`.
+
+    Resuming, or appending metrics, from another experiment would silently mix two runs.
+
+    Raises:
+      WorkdirConflict: naming the keys that differ and how to start fresh.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = _flatten(json.load(f))
+    new = _flatten(json.loads(config_json))
+    diff = [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
+            for k in sorted(set(old) | set(new)) if old.get(k, object()) != new.get(k, object())]
+    if diff:
+        raise WorkdirConflict(
+            f"{path} holds another run's config ({len(diff)} difference(s): {'; '.join(diff[:5])}"
+            f"{' ...' if len(diff) > 5 else ''}). A workdir is resumed only by the same config; "
+            f"to start a fresh run, pass another --workdir (or delete this one).")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+class Checkpoints:
+    """Saves and restores a run's checkpoints under `WORKDIR/checkpoints`.
+
+    The manager is created on first use, so a run that never saves leaves no directory.
+    """
+
+    def __init__(self, workdir: str, keep: int):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._keep = keep
+        self._manager = None
+
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            options = ocp.CheckpointManagerOptions(
+                enable_async_checkpointing=True,
+                # Left behind by a save that a SIGKILL interrupted; never a valid checkpoint.
+                cleanup_tmp_directories=True,
+                preservation_policy=ocp.checkpoint_managers.LatestN(self._keep))
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        return self._manager
+
+    def latest_step(self) -> int | None:
+        """The newest completed checkpoint's step (interrupted saves are not counted)."""
+        if not os.path.isdir(self.directory):
+            return None
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict, loop: dict, config_json: str, description: dict) -> None:
+        """Starts an asynchronous save of `state` (a pytree of arrays) and the JSON items.
+
+        The arrays are copied to host memory first: the train step donates its parameter and
+        optimizer-state buffers, so the next step would overwrite what is still being written.
+        """
+        state = jax.tree.map(lambda x: np.array(jax.device_get(x)), state)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            loop=ocp.args.JsonSave(loop),
+            config=ocp.args.JsonSave(json.loads(config_json)),
+            description=ocp.args.JsonSave(description)))
+
+    def restore(self, step: int, template: dict) -> tuple[dict, dict]:
+        """(state, loop) of checkpoint `step`, bit for bit as saved.
+
+        `template` gives the state's tree, shapes and dtypes. Arrays come back as numpy arrays:
+        the caller places them as a fresh run places its own (restored device arrays would be
+        committed to a device, and the predict step would then compile once more).
+        """
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template)
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
+        return out.state, out.loop
+
+    def read_json(self, step: int | None = None) -> dict:
+        """The JSON items (loop, config, description) of checkpoint `step` (default: latest)."""
+        step = self.latest_step() if step is None else step
+        items = ("loop", "config", "description")
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            **{name: ocp.args.JsonRestore() for name in items}))
+        return {name: out[name] for name in items}
+
+    def wait(self) -> None:
+        """Blocks until every started save is complete on disk."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+
+class SigtermFlag:
+    """Context manager: while active, SIGTERM sets `.is_set` instead of killing the process.
+
+    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop checks the
+    flag at each step boundary, saves a checkpoint and stops cleanly. Outside the block (and in a
+    thread other than the main one, where Python cannot install handlers) SIGTERM keeps its
+    previous meaning.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.is_set = False
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.is_set = True
+
+    def __enter__(self) -> "SigtermFlag":
+        if self._enabled:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._enabled:
+            signal.signal(signal.SIGTERM, self._previous)

@@ -1,0 +1,197 @@
+"""Checkpoints on the seconds-long demo variant, through the real `perturbjax train` command.
+
+A run killed with SIGKILL and rerun ends with exactly the summary of a run never interrupted; a
+run sent SIGTERM saves a checkpoint and exits with status 0, and its rerun matches too; a
+checkpoint carries its config and graph description; a changed config in a used workdir is
+refused. The runs are subprocesses sharing a persistent compilation cache, so only the first
+compiles (each run then takes seconds).
+"""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from perturbjax import cli
+from perturbjax.config import load_config
+from perturbjax.tasks import make_task
+from perturbjax.train.checkpoint import Checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "experiments", "demo.py")
+# Checkpoints at steps 7, 14, 21, 28 and 30 (the last) of the variant's 30; evaluations at 15, 30.
+EVERY = ["--config.train.checkpoint.every=7"]
+TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """This checkout first on the path (not an installed copy); one compilation cache."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+                JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def _start(workdir, env, *overrides):
+    cmd = [sys.executable, "-m", "perturbjax.cli", "train", "--config", f"{DEMO}:test",
+           "--workdir", str(workdir), "--no-progress", *overrides]
+    with open(f"{workdir}.log", "w") as log:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _finish(proc, workdir) -> int:
+    try:
+        return proc.wait(timeout=TIMEOUT_S)
+    finally:
+        proc.kill()
+
+
+def _run(workdir, env, *overrides):
+    rc = _finish(_start(workdir, env, *overrides), workdir)
+    assert rc == 0, _log(workdir)
+    return json.loads((workdir / "summary.json").read_text())
+
+
+def _log(workdir) -> str:
+    return open(f"{workdir}.log").read()[-3000:]
+
+
+def _wait_for(condition, proc, workdir):
+    deadline = time.time() + TIMEOUT_S
+    while not condition():
+        assert proc.poll() is None, f"the run ended first:\n{_log(workdir)}"
+        assert time.time() < deadline, f"timed out:\n{_log(workdir)}"
+        time.sleep(0.02)
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+    """Completed checkpoints: Orbax writes into a temporary directory and renames it when done."""
+    d = workdir / "checkpoints"
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if d.exists() else []
+
+
+def _records(workdir) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _has_record(workdir, split, step) -> bool:
+    path = workdir / "metrics.jsonl"  # read while written: match text, not parsed lines
+    return path.exists() and f'{{"step": {step}, "split": "{split}"' in path.read_text()
+
+
+def _assert_same_results(summary, reference):
+    for key in ("validation", "test", "baselines", "selected_step", "compilations"):
+        assert summary[key] == reference[key], key  # floats equal, not approximately
+
+
+def _assert_same_records(workdir, reference_dir):
+    """The same (split, step) records, none twice, with the same values (timings aside)."""
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records
+                if r["split"] != "preempted"]
+
+    records = _records(workdir)
+    keys = [(r["split"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), keys
+    assert strip(records) == strip(_records(reference_dir))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+    """An uninterrupted run, without checkpoints (the variant's 30 steps are fewer than every)."""
+    workdir = tmp_path_factory.mktemp("runs") / "reference"
+    summary = _run(workdir, env)
+    assert not (workdir / "checkpoints").exists() and summary["resumed_from_step"] is None
+    return workdir, summary
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory, env):
+    """SIGKILL once the step-15 evaluation is logged, then a rerun to completion.
+
+    Checkpoint 7 at least is complete by then, and 21 most likely not: the resumed run then
+    cuts that record from metrics.jsonl and writes it again.
+    """
+    workdir = tmp_path_factory.mktemp("runs") / "killed"
+    proc = _start(workdir, env, *EVERY)
+    _wait_for(lambda: _has_record(workdir, "validation", 15), proc, workdir)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=TIMEOUT_S) == -signal.SIGKILL
+    assert not (workdir / "summary.json").exists()
+    killed_at = _checkpoint_steps(workdir)[-1]
+    assert killed_at >= 7
+    return workdir, killed_at, _run(workdir, env, *EVERY)
+
+
+def test_resume_after_sigkill_is_exact(reference, killed_and_resumed):
+    (reference_dir, expected), (workdir, killed_at, summary) = reference, killed_and_resumed
+    assert summary["resumed_from_step"] == killed_at
+    _assert_same_results(summary, expected)
+    _assert_same_records(workdir, reference_dir)
+    assert _checkpoint_steps(workdir) == [28, 30]  # the last `keep` = 2
+
+
+def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, env, reference):
+    reference_dir, expected = reference
+    workdir = tmp_path / "terminated"
+    proc = _start(workdir, env, *EVERY)
+    _wait_for(lambda: _checkpoint_steps(workdir), proc, workdir)
+    seen = _checkpoint_steps(workdir)[-1]
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc, workdir) == 0, _log(workdir)
+    assert "preempted (SIGTERM) at step" in _log(workdir) and "rerun the same command" in _log(workdir)
+    assert not (workdir / "summary.json").exists()
+    stopped_at = _checkpoint_steps(workdir)[-1]
+    assert seen <= stopped_at < 30
+    assert _records(workdir)[-1] == {"step": stopped_at, "split": "preempted",
+                                     "checkpoint_step": stopped_at}
+
+    summary = _run(workdir, env, *EVERY)
+    assert summary["resumed_from_step"] == stopped_at
+    _assert_same_results(summary, expected)
+    _assert_same_records(workdir, reference_dir)
+
+
+def test_checkpoint_describes_itself(killed_and_resumed):
+    workdir, _, summary = killed_and_resumed
+    ckpt = Checkpoints(str(workdir), keep=2)
+    try:
+        items = ckpt.read_json()
+        assert items["config"] == json.loads((workdir / "config.json").read_text())
+        for key in ("schema", "padding_budget", "graph", "split"):
+            assert items["description"][key] == summary[key], key
+        assert items["loop"]["step"] == 30 and items["loop"]["best_step"] == summary["selected_step"]
+        arrays = ckpt.manager.restore(30, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        assert set(arrays.state) == {"params", "opt_state", "best_params", "key"}
+        best = jax.tree.leaves(arrays.state["best_params"])
+        assert summary["num_params"] == sum(np.size(x) for x in best)
+    finally:
+        ckpt.close()
+
+
+def test_a_changed_config_is_refused(reference):
+    workdir, _ = reference
+    before = {name: (workdir / name).read_text() for name in ("config.json", "metrics.jsonl")}
+    with pytest.raises(SystemExit, match=r"another run's config .*train\.num_steps: 30 -> 31.*"
+                                         r"another --workdir"):
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(workdir),
+                  "--no-progress", "--config.train.num_steps=31"])
+    assert before == {name: (workdir / name).read_text() for name in before}
+
+
+def test_batches_resume_at_any_step():
+    task = make_task(load_config(f"{DEMO}:test"))  # 9 batches per epoch
+    stream = list(itertools.islice(task.train_batches(3), 30))
+    for start in (0, 4, 9, 22):
+        resumed = itertools.islice(task.train_batches(3, start_step=start), 30 - start)
+        for expected, batch in zip(stream[start:], resumed, strict=True):
+            assert all(np.array_equal(expected[k], batch[k]) for k in expected)
