@@ -58,3 +58,14 @@ def test_data_command(capsys, real_file, tmp_path, monkeypatch):
     cli.main(["data", "list"])
     out = capsys.readouterr().out
     assert f"data directory: {tmp_path}" in out and "missing  hetionet/nodes.tsv" in out
+
+
+def test_data_summary_of_a_primekg_file(tmp_path, capsys):
+    from perturbjax.data.primekg import synthetic_primekg
+
+    written = synthetic_primekg(tmp_path / "kg.csv", n_nodes=2000, n_edges=20000, seed=1)
+    cli.main(["data", "summary", "--source", "primekg", "--path", str(tmp_path / "kg.csv")])
+    summary = json.loads(capsys.readouterr().out)
+    assert sum(summary["nodes"].values()) == 2000
+    assert sum(summary["edges"].values()) == written.num_rows == 20000
+    assert "gene/protein--protein_protein-->gene/protein" in summary["edges"]

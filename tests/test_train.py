@@ -138,7 +138,7 @@ def test_compare_writes_a_readme_section(tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:x -->\n| model |") and text.endswith("<!-- /results:x -->\noutro\n")
     assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 0.141 |" in text
-    assert "2 runs on 2 CPU cores, cpu (cpu); wall time per run" in text and "20 s mean, 30 s max" in text
+    assert "2 runs on 2 CPU cores (JAX on CPU). Mean wall time per run" in text and "runs 20 s." in text
     assert f"Written by `perturbjax compare {tmp_path / 'runs'} --part test" in text
     with pytest.raises(SystemExit, match="no '<!-- results:y -->'"):
         cli.main(["compare", *args[:-1], f"{readme}:y"])

@@ -42,16 +42,19 @@ def provenance(groups: dict[str, list[dict]], command: str) -> str:
     """One line under a table: runs, hardware, wall time per run, and the command that wrote it."""
     summaries = [s for group in groups.values() for s in group]
     hosts = sorted({_host(s.get("host")) for s in summaries})
-    times = np.array([s.get("wall_time_s", np.nan) for s in summaries], float)
-    return (f"{len(summaries)} runs on {'; '.join(hosts)}; wall time per run (training, "
-            f"evaluation and baselines) {np.nanmean(times):.0f} s mean, {np.nanmax(times):.0f} s "
-            f"max. Written by `{command}`.")
+    times = ", ".join(
+        f"{label} {np.nanmean([s.get('wall_time_s', np.nan) for s in group]):.0f} s"
+        for label, group in groups.items())
+    return (f"{len(summaries)} runs on {'; '.join(hosts)}. Mean wall time per run (training, "
+            f"evaluation and baselines): {times}. Written by `{command}`.")
 
 
 def _host(host: dict | None) -> str:
     if not host:
         return "unrecorded hardware"
-    return f"{host['cpus']} CPU cores, {host['jax_backend']} ({', '.join(host['devices'])})"
+    if host["jax_backend"] == "cpu":
+        return f"{host['cpus']} CPU cores (JAX on CPU)"
+    return f"{host['cpus']} CPU cores and {host['jax_backend']} ({', '.join(host['devices'])})"
 
 
 def write_section(path: str, section: str, text: str) -> None:
