@@ -1,7 +1,14 @@
 """The `perturbjax` command.
 
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+        [--group G] [--job-type J]   (W&B group and job type; default: file name and variant)
         (rerun on a DIR with checkpoints to resume it; SIGTERM saves one and exits with status 0)
+    perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR
+        --target local [--parallel N] [--dry-run] [--config.KEY=VALUE ...]
+    perturbjax launch ... --target tpu-vm --tpu NAME --zone ZONE [--project P]
+        [--repo-dir ~/perturbjax] [--setup "..."] [--execute]
+        (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
+        from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
     perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --source S --path P
 
@@ -52,7 +59,8 @@ def _train(args, rest) -> None:
     experiment = os.path.splitext(os.path.basename(path))[0]
     try:
         summary = train_and_evaluate(config, args.workdir, experiment=experiment,
-                                     variant=variant, progress=not args.no_progress)
+                                     variant=variant, progress=not args.no_progress,
+                                     group=args.group, job_type=args.job_type)
     except WorkdirConflict as e:
         raise SystemExit(f"perturbjax: {e}")
     except Preempted as e:
@@ -94,6 +102,23 @@ def _compare(args, rest) -> None:
     except (OSError, ValueError) as e:
         raise SystemExit(f"perturbjax compare: {e}")
     print(f"wrote the {section!r} section of {path}")
+
+
+def _launch(args, rest) -> None:
+    from perturbjax import launch
+
+    try:
+        status = launch.launch(
+            args.config, args.root, args.target, sweep=args.sweep,
+            overrides=_split_overrides(rest), group=args.group, parallel=args.parallel,
+            dry_run=args.dry_run, tpu=args.tpu, zone=args.zone, project=args.project,
+            repo_dir=args.repo_dir, setup=args.setup, execute=args.execute)
+    except launch.LaunchError as e:
+        raise SystemExit(f"perturbjax launch: {e}")
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    if status:
+        raise SystemExit(status)
 
 
 def _data(args, rest) -> None:
@@ -152,6 +177,36 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     train.add_argument("--workdir", required=True, help="run directory (created if missing)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--group", help="W&B group (default: the experiment file's name)")
+    train.add_argument("--job-type", help="W&B job type (default: the variant)")
+    launch = commands.add_parser(
+        "launch", help="run an experiment or its sweep as train runs, locally or on a TPU VM",
+        description="Expand an experiment into `perturbjax train` runs (one, or one per "
+                    "get_sweep() entry with --sweep), each in ROOT/NAME, NAME being its sweep "
+                    "overrides joined by ',' made filesystem-safe (`default` without any), all "
+                    "in one W&B group with the variant and sweep overrides as job type. "
+                    "--config.KEY=VALUE overrides apply to every run, before the sweep's own. "
+                    "local: run them as subprocesses (output in WORKDIR/train.log), or print the "
+                    "commands with --dry-run. tpu-vm: print the gcloud ssh --worker=all lines "
+                    "(setup, then one per run, to run one after another); --execute runs them.")
+    launch.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
+    launch.add_argument("--sweep", action="store_true", help="one run per get_sweep() entry")
+    launch.add_argument("--root", required=True, help="directory of the runs' workdirs")
+    launch.add_argument("--target", required=True, choices=("local", "tpu-vm"))
+    launch.add_argument("--group", help="W&B group (default: the experiment file's name)")
+    launch.add_argument("--parallel", type=int, default=1, help="local: runs at a time")
+    launch.add_argument("--dry-run", action="store_true",
+                        help="print the commands instead of running them")
+    launch.add_argument("--tpu", help="tpu-vm: the TPU VM's name")
+    launch.add_argument("--zone", help="tpu-vm: its zone")
+    launch.add_argument("--project", help="tpu-vm: its Google Cloud project")
+    launch.add_argument("--repo-dir", default="~/perturbjax",
+                        help="tpu-vm: the repository's directory on the workers")
+    launch.add_argument("--setup", default="",
+                        help="tpu-vm: shell commands run after `pip install -e .` in the setup "
+                             "line, e.g. \"pip install -U 'jax[tpu]'\"")
+    launch.add_argument("--execute", action="store_true",
+                        help="tpu-vm: run the gcloud lines (default: print them)")
     compare = commands.add_parser(
         "compare", help="table of runs' metrics, mean ± sd over the runs in each directory",
         description="Markdown table of the model and baselines of every run directory given; "
@@ -180,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--source", choices=("primekg", "hetionet"), help="summary: the KG format")
     data.add_argument("--path", help="summary: kg.csv (PrimeKG) or a .sif/.sif.gz (Hetionet)")
     args, rest = parser.parse_known_args(argv)
-    {"train": _train, "compare": _compare, "data": _data}[args.command](args, rest)
+    {"train": _train, "launch": _launch, "compare": _compare, "data": _data}[args.command](args, rest)
 
 
 if __name__ == "__main__":

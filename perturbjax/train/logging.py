@@ -35,10 +35,14 @@ class RunLogger:
     `keep_bytes` truncates an existing file to its first `keep_bytes` bytes (`offset()` at the
     checkpoint a run resumes from; 0 for a run started afresh), so that records written after that
     checkpoint, which the resumed run writes again, are never duplicated.
+
+    The W&B run's group is `group`, else `experiment`; its job type is `job_type`, else `variant`
+    (`perturbjax launch` gives all runs of a sweep one group and each its own job type).
     """
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict, experiment: str = "",
-                 variant: str = "", keep_bytes: int = 0):
+                 variant: str = "", keep_bytes: int = 0, group: str | None = None,
+                 job_type: str | None = None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path) and os.path.getsize(self.path) > keep_bytes:
             os.truncate(self.path, keep_bytes)
@@ -50,7 +54,8 @@ class RunLogger:
 
             self._wandb = wandb.init(
                 project=config.wandb.project, entity=config.wandb.entity or None,
-                group=experiment or None, job_type=variant or None, tags=list(config.wandb.tags),
+                group=(experiment if group is None else group) or None,
+                job_type=(variant if job_type is None else job_type) or None, tags=list(config.wandb.tags),
                 config=config.to_dict(), dir=workdir, mode=mode)
 
     def log(self, step: int, split: str, metrics: dict) -> None:

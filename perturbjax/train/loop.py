@@ -84,8 +84,12 @@ def host() -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, experiment: str = "",
-                       variant: str = "", progress: bool = True) -> dict:
+                       variant: str = "", progress: bool = True, group: str | None = None,
+                       job_type: str | None = None) -> dict:
     """Trains the configured model, evaluates it and the baselines, writes the run directory.
+
+    `experiment` and `variant` are recorded in the summary and are the W&B group and job type
+    unless `group` / `job_type` are given.
 
     Resumes from the latest checkpoint in `workdir/checkpoints` if there is one.
 
@@ -111,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     resume = None if task.model_is_baseline else ckpt.latest_step()
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
-                       keep_bytes=loop_state["metrics_offset"] if loop_state else 0)
+                       keep_bytes=loop_state["metrics_offset"] if loop_state else 0,
+                       group=group, job_type=job_type)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
                "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
                "resumed_from_step": resume, **task.describe()}
