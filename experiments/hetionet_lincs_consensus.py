@@ -5,6 +5,8 @@ r"""Real data: LINCS L1000 consensus signatures of held-out DrugBank drugs from 
       perturbjax train --config experiments/hetionet_lincs_consensus.py:fold=$k \
         --workdir runs/consensus/hetero_gat/fold$k
     done
+    # or, the same five runs (workdirs ROOT/data.fold=K) through the launcher:
+    perturbjax launch --config experiments/hetionet_lincs_consensus.py --sweep --root runs/consensus/hetero_gat --target local
 
 Task: predict the 978-landmark-gene consensus signature (dhimmel/lincs moderated z-scores) of
 drugs never seen in training: 5-fold cold-drug cross-validation over the 1,170 DrugBank drugs,

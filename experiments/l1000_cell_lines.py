@@ -5,6 +5,8 @@ r"""Real data: (drug, cell line, dose, time) L1000 signatures in cell lines held
       perturbjax train --config experiments/l1000_cell_lines.py:fold=$k \
         --workdir runs/cell_lines/hetero_gat/fold$k
     done
+    # or, the same five runs (workdirs ROOT/data.fold=K) through the launcher:
+    perturbjax launch --config experiments/l1000_cell_lines.py --sweep --root runs/cell_lines/hetero_gat --target local
 
 Data: `l1000/modzs_n272x978.gct` (cmapR's example): 272 level-5 signatures of 3 drugs
 (vemurafenib, atorvastatin, venlafaxine; 6 LINCS batches) in 65 cell lines at 5 doses and 2
