@@ -79,6 +79,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.clip_norm = 1.0
     c.train.log_every = 50
     c.train.eval_every = 100
+    # Data parallelism (perturbjax/train/parallel.py): the global batch `batch_size` is split
+    # over a 1-D device mesh, `batch_size / n` conditions per device, with pmean of gradients.
+    # `num_devices` > 0 uses the first that many local devices, 0 all of them; without
+    # `data_parallel` the single-device steps run and `num_devices` is ignored.
+    c.train.data_parallel = False
+    c.train.num_devices = 0
     # Orbax checkpoints in WORKDIR/checkpoints, for exact resume and preemption (SIGTERM):
     # every `every` steps (0 = never, and SIGTERM then kills as usual), the last `keep` kept.
     c.train.checkpoint = ml_collections.ConfigDict()

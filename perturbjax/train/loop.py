@@ -15,6 +15,10 @@ A workdir with checkpoints is resumed from the latest one, exactly: the batches 
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
 metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM the loop saves a
 checkpoint at the next step boundary and raises `checkpoint.Preempted` (no summary.json).
+
+With `train.data_parallel` the steps are the shard_map ones of `parallel.py`: the global batch
+`train.batch_size` is split over a 1-D "data" mesh of all local devices (or the first
+`train.num_devices`), and parameters, optimizer state and the padded graph are replicated.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from perturbjax.config import config_to_json
 from perturbjax.tasks import make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
+from perturbjax.train.parallel import make_mesh, make_parallel_steps, replicate
 
 
 def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -71,8 +76,10 @@ def make_steps(task, graphdef, rest, tx):
     return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict_step)
 
 
-def predict(predict_step, params, task, part: str) -> np.ndarray:
-    out = [np.asarray(predict_step(params, task.inputs, batch))[:n]
+def predict(predict_step, params, task, part: str, inputs=None) -> np.ndarray:
+    """Predictions for every example of a split part; `inputs` defaults to `task.inputs`."""
+    inputs = task.inputs if inputs is None else inputs
+    out = [np.asarray(predict_step(params, inputs, batch))[:n]
            for batch, n in task.eval_batches(part)]
     return np.concatenate(out)
 
@@ -153,7 +160,16 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx, schedule = make_optimizer(t)
     opt_state = tx.init(params)
-    train_step, predict_step = make_steps(task, graphdef, rest, tx)
+    if t.data_parallel:
+        mesh = make_mesh(t.num_devices)
+        train_step, predict_step = make_parallel_steps(task, graphdef, rest, tx, mesh)
+        # Replicated once, so every step sees the same shardings (one compilation) and the
+        # padded graph is not copied to the devices again at every step.
+        place = lambda tree: replicate(tree, mesh)  # noqa: E731
+    else:
+        train_step, predict_step = make_steps(task, graphdef, rest, tx)
+        place = lambda tree: tree  # noqa: E731
+    inputs = place(task.inputs)
     key = jax.random.key(config.seed)
     metric = task.selection_metric
     best = {"score": -np.inf, "step": 0, "params": jax.tree.map(np.array, params)}
@@ -167,6 +183,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         best = {"score": loop_state["best_score"], "step": loop_state["best_step"],
                 "params": state["best_params"]}
         first = loop_state["step"]
+    params, opt_state = place((params, opt_state))
     batches = task.train_batches(config.seed, start_step=first)
     description = task.describe()
 
@@ -182,7 +199,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     with SigtermFlag(enabled=every > 0) as sigterm:
         for step in bar:
             key, step_key = jax.random.split(key)
-            params, opt_state, stats = train_step(params, opt_state, step_key, task.inputs, next(batches))
+            params, opt_state, stats = train_step(params, opt_state, step_key, inputs, next(batches))
             if step % t.log_every == 0 or step == t.num_steps:
                 stats = jax.device_get(stats)
                 if not np.isfinite(stats["loss"]):
@@ -192,7 +209,8 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                                            "steps_per_s": t.log_every / max(elapsed, 1e-9)})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % t.eval_every == 0 or step == t.num_steps:
-                val = task.metrics("validation", predict(predict_step, params, task, "validation"))
+                val = task.metrics("validation",
+                                   predict(predict_step, params, task, "validation", inputs))
                 logger.log(step, "validation", val)
                 if val[metric] > best["score"]:
                     best = {"score": val[metric], "step": step,
@@ -207,12 +225,13 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 save(step)
 
     # The test part is evaluated once, with the parameters chosen on validation.
-    chosen = jax.tree.map(jnp.asarray, best["params"])
+    chosen = place(jax.tree.map(jnp.asarray, best["params"]))
     return {
         "step": t.num_steps,
         "selected_step": best["step"],
-        "validation": task.metrics("validation", predict(predict_step, chosen, task, "validation")),
-        "test": task.metrics("test", predict(predict_step, chosen, task, "test")),
+        "validation": task.metrics("validation",
+                                   predict(predict_step, chosen, task, "validation", inputs)),
+        "test": task.metrics("test", predict(predict_step, chosen, task, "test", inputs)),
         "num_params": int(sum(x.size for x in jax.tree.leaves(best["params"]))),
         "compilations": {"train_step": train_step._cache_size(),
                          "predict_step": predict_step._cache_size()},

@@ -1,0 +1,135 @@
+"""Data parallelism: pmap's layout and meaning, written with `jax.shard_map` over a named mesh.
+
+`jax.pmap` is in maintenance mode since JAX 0.8, so the data-parallel steps here are
+`jax.jit(jax.shard_map(...))` over a 1-D mesh whose one axis is named "data". The layout is
+pmap's: every batch array gets a leading device axis, `[B, ...] -> [n_devices, B / n_devices,
+...]` (`shard_batch`), and device `i` receives row `i`: its own share of the conditions, with the
+whole padded graph (`inputs`), the parameters, optimizer state and key replicated on every
+device. Each device computes the loss and gradients of its share, the gradients and statistics
+are averaged with `jax.lax.pmean(..., "data")`, and the optimizer update, identical on every
+device, keeps the parameters replicated.
+
+The global batch is `train.batch_size`; each device gets `batch_size / n_devices` conditions.
+Since the task's loss is a mean over the batch and every share has the same size, the mean of
+the per-device losses (and gradients) is exactly the loss (and gradient) of the global batch:
+with dropout 0 a step on n devices equals the single-device step up to float rounding
+(`tests/test_parallel.py`). With dropout the per-device key is the step key folded with the
+device's index (`jax.lax.axis_index("data")`), so the shares draw different masks, and the
+masks differ from the single-device step's: the two then agree in distribution only.
+
+Predictions are sharded the same way (each device predicts its share of the eval batch, and the
+shares are concatenated back to `[B, ...]`), so evaluation scales with the devices too.
+
+A detail of `shard_map` (with its default `check_vma=True`): differentiating a device-varying
+loss with respect to *replicated* parameters already sums the gradient over the devices (the
+transpose of the implicit broadcast is a psum). To get pmap's per-device gradients, which are
+then `pmean`-ed, the parameters are first marked device-varying with
+`jax.lax.pcast(params, "data", to="varying")`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+    """A 1-D mesh named ("data",) over the first `num_devices` local devices (all when <= 0)."""
+    devices = jax.local_devices()
+    if num_devices > 0:
+        if num_devices > len(devices):
+            raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} local "
+                             f"devices are available ({jax.default_backend()})")
+        devices = devices[:num_devices]
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def shard_batch(batch: dict[str, Any], n_devices: int) -> dict[str, Any]:
+    """Reshapes every `[B, ...]` array to `[n_devices, B / n_devices, ...]` (pmap's layout).
+
+    Raises:
+      ValueError: B is not divisible by `n_devices`, or the arrays disagree on B.
+    """
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
+    if len(sizes) != 1:
+        raise ValueError(f"batch arrays have different leading sizes {sorted(sizes)}")
+    (size,) = sizes
+    if size % n_devices:
+        raise ValueError(f"batch size {size} is not divisible by the number of devices "
+                         f"{n_devices}; choose train.batch_size as a multiple of {n_devices}")
+    return jax.tree.map(lambda x: np.reshape(x, (n_devices, size // n_devices, *np.shape(x)[1:])),
+                        batch)
+
+
+def replicate(tree, mesh: Mesh):
+    """Places every array of `tree` on all devices of `mesh` (fully replicated)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+class ShardedStep:
+    """A jitted step taking a `[B, ...]` batch: shards it (`shard_batch`), places row i on device
+    i and calls the jitted shard_map function. `_cache_size()` is the jitted function's, so a
+    run's summary counts its compilations as for the single-device steps."""
+
+    def __init__(self, jitted: Callable, mesh: Mesh):
+        self._jitted = jitted
+        self.mesh = mesh
+        self._batch_sharding = NamedSharding(mesh, P(AXIS))
+
+    def __call__(self, *args):
+        *rest, batch = args
+        batch = jax.device_put(shard_batch(batch, self.mesh.size), self._batch_sharding)
+        return self._jitted(*rest, batch)
+
+    def _cache_size(self) -> int:
+        return self._jitted._cache_size()
+
+
+def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
+    """Data-parallel versions of `loop.make_steps`, with the same signatures.
+
+    train_step(params, opt_state, key, inputs, batch) -> (params, opt_state, stats) and
+    predict_step(params, inputs, batch) -> predictions, where `batch` holds `[B, ...]` arrays
+    with B divisible by `mesh.size`. Parameters and optimizer state should be placed with
+    `replicate(..., mesh)` so that every call sees the same input shardings (one compilation).
+    """
+
+    def local_train_step(params, opt_state, key, inputs, batch):
+        batch = jax.tree.map(lambda x: x[0], batch)  # this device's [B / n, ...] share
+        key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+
+        def loss_fn(p):
+            return task.loss(nnx.merge(graphdef, p, rest), inputs, batch, key)
+
+        # Per-device gradients, as under pmap (see the module docstring), then their mean.
+        loss, grads = jax.value_and_grad(loss_fn)(jax.lax.pcast(params, AXIS, to="varying"))
+        grads = jax.lax.pmean(grads, AXIS)
+        loss = jax.lax.pmean(loss, AXIS)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        stats = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                 "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params)}
+        return params, opt_state, stats
+
+    def local_predict_step(params, inputs, batch):
+        batch = jax.tree.map(lambda x: x[0], batch)
+        return task.forward(nnx.merge(graphdef, params, rest), inputs, batch)[None]
+
+    train = jax.shard_map(local_train_step, mesh=mesh,
+                          in_specs=(P(), P(), P(), P(), P(AXIS)), out_specs=P())
+
+    def predict(params, inputs, batch):
+        out = jax.shard_map(local_predict_step, mesh=mesh, in_specs=(P(), P(), P(AXIS)),
+                            out_specs=P(AXIS))(params, inputs, batch)
+        return out.reshape(-1, *out.shape[2:])  # [n, B / n, ...] -> [B, ...]
+
+    return (ShardedStep(jax.jit(train, donate_argnums=(0, 1)), mesh),
+            ShardedStep(jax.jit(predict), mesh))
