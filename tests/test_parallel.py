@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent("""
     from perturbjax.config import apply_overrides, load_config
     from perturbjax.tasks import make_task
     from perturbjax.train.checkpoint import Checkpoints
-    from perturbjax.train.loop import make_optimizer, train_and_evaluate
+    from perturbjax.train.loop import train_and_evaluate
+    from perturbjax.train.optim import make_optimizer
 
     assert jax.device_count() == 4, jax.devices()
     demo, workdir = sys.argv[1], sys.argv[2]

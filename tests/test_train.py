@@ -11,7 +11,8 @@ from flax import nnx
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.tasks import make_task
-from perturbjax.train.loop import make_optimizer, make_steps, predict, train_and_evaluate
+from perturbjax.train.loop import make_steps, predict, train_and_evaluate
+from perturbjax.train.optim import make_optimizer
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "experiments", "demo.py")
 

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -39,17 +38,8 @@ from perturbjax.config import config_to_json
 from perturbjax.tasks import make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
+from perturbjax.train.optim import apply_gradients, make_optimizer
 from perturbjax.train.parallel import make_mesh, make_parallel_steps, replicate
-
-
-def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warm-up then cosine decay, after global-norm gradient clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=train.learning_rate, warmup_steps=train.warmup_steps,
-        decay_steps=max(train.num_steps, train.warmup_steps + 1), end_value=0.0)
-    tx = optax.chain(optax.clip_by_global_norm(train.clip_norm),
-                     optax.adamw(schedule, weight_decay=train.weight_decay))
-    return tx, schedule
 
 
 def make_steps(task, graphdef, rest, tx):
@@ -64,11 +54,7 @@ def make_steps(task, graphdef, rest, tx):
             return task.loss(nnx.merge(graphdef, p, rest), inputs, batch, key)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        stats = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                 "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params)}
-        return params, opt_state, stats
+        return apply_gradients(tx, params, opt_state, grads, loss)
 
     def predict_step(params, inputs, batch):
         return task.forward(nnx.merge(graphdef, params, rest), inputs, batch)

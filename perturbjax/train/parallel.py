@@ -33,10 +33,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from perturbjax.train.optim import apply_gradients
 
 AXIS = "data"
 
@@ -113,11 +114,7 @@ def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
         loss, grads = jax.value_and_grad(loss_fn)(jax.lax.pcast(params, AXIS, to="varying"))
         grads = jax.lax.pmean(grads, AXIS)
         loss = jax.lax.pmean(loss, AXIS)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        stats = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                 "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params)}
-        return params, opt_state, stats
+        return apply_gradients(tx, params, opt_state, grads, loss)
 
     def local_predict_step(params, inputs, batch):
         batch = jax.tree.map(lambda x: x[0], batch)
