@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from perturbjax.config import apply_overrides, load_config, load_sweep
+from perturbjax.config import load_config, load_sweep
 from perturbjax.data import leakage
 from perturbjax.data.hetionet_lincs import ConsensusConfig, make_consensus
 from perturbjax.data.lincs import read_landmark_genes

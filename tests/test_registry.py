@@ -1,7 +1,6 @@
 """The data registry: checksums of the real files, clear errors, and the `perturbjax data` command."""
 
 import json
-import os
 import shutil
 
 import pytest

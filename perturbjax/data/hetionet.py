@@ -17,11 +17,13 @@ of one kind are stored in both directions under one relation; every other metaed
 from __future__ import annotations
 
 import dataclasses
+import os
 from os import PathLike
 
 import numpy as np
 import pandas as pd
 
+from perturbjax.data import gene_tables
 from perturbjax.data.report import LoadReport
 from perturbjax.data.tables import read_table
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
@@ -201,8 +203,6 @@ def load_hetionet(nodes_path: str | PathLike, sif_paths, metaedges_path: str | P
       exclude_metaedges: abbreviations left out entirely (e.g. the L1000-derived ones).
       reverse: add edges for the way back (see the module docstring).
     """
-    from perturbjax.data import gene_tables  # local: gene_tables is only needed for these options
-
     metaedges = read_metaedges(metaedges_path)
     unknown = set(exclude_metaedges) - set(metaedges)
     if unknown:
@@ -246,8 +246,6 @@ def load_hetionet(nodes_path: str | PathLike, sif_paths, metaedges_path: str | P
 
 def load_hetionet_folder(sif_path: str | PathLike, **options) -> tuple[HeteroGraph, LoadReport]:
     """Hetionet from a SIF file with `nodes.tsv` and `metaedges.tsv` beside it."""
-    import os
-
     folder = os.path.dirname(os.path.abspath(sif_path))
     return load_hetionet(os.path.join(folder, "nodes.tsv"), sif_path,
                          os.path.join(folder, "metaedges.tsv"), **options)

@@ -23,7 +23,7 @@ import pandas as pd
 from perturbjax.data import registry
 from perturbjax.data.chem import descriptors, morgan_fingerprints
 from perturbjax.data.embeddings import attach_embeddings
-from perturbjax.data.hetionet import load_hetionet, read_compound_gene_binding, read_nodes
+from perturbjax.data.hetionet import load_hetionet, read_compound_gene_binding
 from perturbjax.data.lincs import read_basal_expression, read_consensus, read_matrix, read_pertinfo
 from perturbjax.data.merge import add_cell_lines, match_drugs, merge_drugs, readout_positions
 from perturbjax.data.perturbation import PerturbationData

@@ -97,7 +97,7 @@ def merge_drugs(graph: HeteroGraph, drug_ids: pd.Series, matched: pd.Series,
     graph = graph.with_edges(EdgeType(drug_type, relation, gene_type), drugs, genes)
     if reverse_prefix is not None:
         graph = graph.with_edges(EdgeType(gene_type, reverse_prefix + relation, drug_type), genes, drugs)
-    report.kept["target edges of new drugs"] = int(len(np.unique(np.stack([drugs, genes]), axis=1).T))
+    report.kept["target edges of new drugs"] = int(np.unique(np.stack([drugs, genes], 1), axis=0).shape[0])
     report.kept["new drugs without a target in the graph"] = int(len(np.setdiff1d(
         np.arange(len(drug_lookup) - len(new), len(drug_lookup)), drugs)))
 
