@@ -107,6 +107,11 @@ def shrink_for_tests(c: ml_collections.ConfigDict, *, baselines: list[str]) -> N
     c.wandb.mode = "disabled"
 
 
+def _frozen(section: ml_collections.ConfigDict) -> dict:
+    """A config section as keyword arguments of a frozen dataclass: lists become tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.to_dict().items()}
+
+
 def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict]:
     """The dataset named by `config.data.source`, and its load reports (empty for the demo)."""
     source = config.data.source
@@ -115,17 +120,11 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict
     if source == "hetionet_lincs_consensus":
         from perturbjax.data.hetionet_lincs import ConsensusConfig, make_consensus
 
-        options = config.data.consensus.to_dict()
-        options["drug_features"] = tuple(options["drug_features"])
-        options["node_embeddings"] = tuple(options["node_embeddings"])
-        return make_consensus(ConsensusConfig(**options))
+        return make_consensus(ConsensusConfig(**_frozen(config.data.consensus)))
     if source == "hetionet_l1000_cell_lines":
         from perturbjax.data.hetionet_lincs import CellLineConfig, make_cell_lines
 
-        options = config.data.cell_lines.to_dict()
-        options["drug_features"] = tuple(options["drug_features"])
-        options["node_embeddings"] = tuple(options["node_embeddings"])
-        return make_cell_lines(CellLineConfig(**options))
+        return make_cell_lines(CellLineConfig(**_frozen(config.data.cell_lines)))
     raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
 
@@ -136,8 +135,8 @@ class PerturbationTask:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        # Baselines see the full data, whatever the ablation (they read only drug targets and
-        # features, never the L1000-derived edges).
+        # Baselines see the guarded graph whatever the ablation (they read only drug targets
+        # and features); graph models see the guarded, ablated graph.
         self.data, self.load_reports = load_data(config)
         graph, self.leakage = leakage.guard(self.data.graph, keep_leaky=config.graph.keep_leaky_edges)
         self.baseline_data = self.data.with_graph(graph)
