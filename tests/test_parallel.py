@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from perturbjax.train.parallel import make_mesh, shard_batch
+from perturbjax.train.parallel import Shares, make_mesh, stack_shares
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -86,13 +86,17 @@ def test_four_devices_match_one_device(tmp_path):
     assert abs(single["test"] - parallel["test"]) < 1e-4
 
 
-def test_shard_batch_layout_and_indivisible_batch():
-    batch = {"drug": np.arange(8), "covariates": np.zeros((8, 3))}
-    sharded = shard_batch(batch, 4)
-    assert sharded["drug"].shape == (4, 2) and sharded["covariates"].shape == (4, 2, 3)
-    assert sharded["drug"][1].tolist() == [2, 3]  # device i gets rows [i * B/n, (i + 1) * B/n)
+def test_shares_layout_and_indivisible_batch():
+    idx = np.arange(8)
+    parts = Shares(4, (0, 1, 2, 3)).split(idx)
+    assert [p.tolist() for p in parts] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    # A process holding devices 2 and 3 of the mesh builds only their shares.
+    assert [p.tolist() for p in Shares(4, (2, 3)).split(idx)] == [[4, 5], [6, 7]]
+    stacked = stack_shares([{"drug": p, "covariates": np.zeros((2, 3))} for p in parts])
+    assert stacked["drug"].shape == (4, 2) and stacked["covariates"].shape == (4, 2, 3)
+    assert stacked["drug"][1].tolist() == [2, 3]  # device i gets rows [i * B/n, (i + 1) * B/n)
     with pytest.raises(ValueError, match="batch size 10 is not divisible by the number of devices 4"):
-        shard_batch({"drug": np.arange(10)}, 4)
+        Shares(4, (0, 1, 2, 3)).split(np.arange(10))
 
 
 def test_mesh_is_named_data_and_checks_the_device_count():

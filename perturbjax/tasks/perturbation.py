@@ -22,6 +22,7 @@ from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
+from perturbjax.train.parallel import Shares, stack_shares
 
 
 DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines")
@@ -200,14 +201,23 @@ class PerturbationTask:
         return {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
                 "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
 
-    def train_batches(self, seed: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    def _batches(self, idx: np.ndarray, shares: Shares | None) -> dict:
+        """One batch of the conditions `idx`; with `shares`, this process's shares of it, stacked
+        on a leading device axis (see `perturbjax.train.parallel`)."""
+        if shares is None:
+            return self._batch(idx)
+        return stack_shares([self._batch(part) for part in shares.split(idx)])
+
+    def train_batches(self, seed: int, start_step: int = 0, shares: Shares | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
         """Endless shuffled batches of training conditions, all of the same size.
 
         Batch `i` is a function of (seed, i) alone: with `start_step=s` the stream begins with
         the batch an unbroken stream yields at position s, so a resumed run sees the same data.
         Epochs are permutations drawn one after another from `default_rng(seed)`; skipping
         epochs draws (and discards) theirs, which keeps the order of runs made before resuming
-        existed, at the cost of one permutation per skipped epoch.
+        existed, at the cost of one permutation per skipped epoch. Every process draws the same
+        global batch and builds only its `shares` of it.
         """
         rng = np.random.default_rng(seed)
         train, size = self.split.train, min(self.batch_size, len(self.split.train))
@@ -218,16 +228,17 @@ class PerturbationTask:
         while True:
             order = rng.permutation(train)
             for b in range(skip, per_epoch):
-                yield self._batch(order[b * size:(b + 1) * size])
+                yield self._batches(order[b * size:(b + 1) * size], shares)
             skip = 0
 
-    def eval_batches(self, part: str) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    def eval_batches(self, part: str, shares: Shares | None = None
+                     ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Fixed-size batches of a split part; the last is filled up and its real size given."""
         idx = self.split.parts()[part]
         for start in range(0, len(idx), self.batch_size):
             chunk = idx[start:start + self.batch_size]
             filled = np.resize(chunk, self.batch_size)
-            yield self._batch(filled), len(chunk)
+            yield self._batches(filled, shares), len(chunk)
 
     # ---- metrics and baselines -----------------------------------------------------------
     def metrics(self, part: str, predictions: np.ndarray) -> dict[str, float]:

@@ -39,7 +39,7 @@ from perturbjax.tasks import make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
 from perturbjax.train.optim import apply_gradients, make_optimizer
-from perturbjax.train.parallel import make_mesh, make_parallel_steps, replicate
+from perturbjax.train.parallel import Shares, make_mesh, make_parallel_steps, replicate
 
 
 def make_steps(task, graphdef, rest, tx):
@@ -62,11 +62,12 @@ def make_steps(task, graphdef, rest, tx):
     return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict_step)
 
 
-def predict(predict_step, params, task, part: str, inputs=None) -> np.ndarray:
-    """Predictions for every example of a split part; `inputs` defaults to `task.inputs`."""
+def predict(predict_step, params, task, part: str, inputs=None, shares=None) -> np.ndarray:
+    """Predictions for every example of a split part; `inputs` defaults to `task.inputs`, and
+    `shares` (data parallelism) says how each batch is divided over the devices."""
     inputs = task.inputs if inputs is None else inputs
     out = [np.asarray(predict_step(params, inputs, batch))[:n]
-           for batch, n in task.eval_batches(part)]
+           for batch, n in task.eval_batches(part, shares)]
     return np.concatenate(out)
 
 
@@ -152,9 +153,11 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         # Replicated once, so every step sees the same shardings (one compilation) and the
         # padded graph is not copied to the devices again at every step.
         place = lambda tree: replicate(tree, mesh)  # noqa: E731
+        shares = Shares(mesh.size, tuple(range(mesh.size)))
     else:
         train_step, predict_step = make_steps(task, graphdef, rest, tx)
         place = lambda tree: tree  # noqa: E731
+        shares = None
     inputs = place(task.inputs)
     key = jax.random.key(config.seed)
     metric = task.selection_metric
@@ -170,7 +173,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 "params": state["best_params"]}
         first = loop_state["step"]
     params, opt_state = place((params, opt_state))
-    batches = task.train_batches(config.seed, start_step=first)
+    batches = task.train_batches(config.seed, start_step=first, shares=shares)
     description = task.describe()
 
     def save(step):
@@ -196,7 +199,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % t.eval_every == 0 or step == t.num_steps:
                 val = task.metrics("validation",
-                                   predict(predict_step, params, task, "validation", inputs))
+                                   predict(predict_step, params, task, "validation", inputs, shares))
                 logger.log(step, "validation", val)
                 if val[metric] > best["score"]:
                     best = {"score": val[metric], "step": step,
@@ -216,8 +219,8 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         "step": t.num_steps,
         "selected_step": best["step"],
         "validation": task.metrics("validation",
-                                   predict(predict_step, chosen, task, "validation", inputs)),
-        "test": task.metrics("test", predict(predict_step, chosen, task, "test", inputs)),
+                                   predict(predict_step, chosen, task, "validation", inputs, shares)),
+        "test": task.metrics("test", predict(predict_step, chosen, task, "test", inputs, shares)),
         "num_params": int(sum(x.size for x in jax.tree.leaves(best["params"]))),
         "compilations": {"train_step": train_step._cache_size(),
                          "predict_step": predict_step._cache_size()},

@@ -2,10 +2,11 @@
 
 `jax.pmap` is in maintenance mode since JAX 0.8, so the data-parallel steps here are
 `jax.jit(jax.shard_map(...))` over a 1-D mesh whose one axis is named "data". The layout is
-pmap's: every batch array gets a leading device axis, `[B, ...] -> [n_devices, B / n_devices,
-...]` (`shard_batch`), and device `i` receives row `i`: its own share of the conditions, with the
-whole padded graph (`inputs`), the parameters, optimizer state and key replicated on every
-device. Each device computes the loss and gradients of its share, the gradients and statistics
+pmap's: every batch array has a leading device axis, `[n_devices, B / n_devices, ...]` (the
+task stacks its `Shares`), and device `i` receives row `i`: its own share of the conditions (in
+sampled-subgraph mode with its own padded subgraph, every device's padded to the same frozen
+budget), with the full padded graph if there is one (`inputs`), the parameters, optimizer state
+and key replicated on every device. Each device computes the loss and gradients of its share, the gradients and statistics
 are averaged with `jax.lax.pmean(..., "data")`, and the optimizer update, identical on every
 device, keeps the parameters replicated.
 
@@ -29,6 +30,7 @@ then `pmean`-ed, the parameters are first marked device-varying with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -53,21 +55,34 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
-def shard_batch(batch: dict[str, Any], n_devices: int) -> dict[str, Any]:
-    """Reshapes every `[B, ...]` array to `[n_devices, B / n_devices, ...]` (pmap's layout).
+@dataclasses.dataclass(frozen=True)
+class Shares:
+    """How a global batch is divided: into `total` equal shares, one per device of the mesh, of
+    which this process builds the `local` ones (all of them on a single host).
 
-    Raises:
-      ValueError: B is not divisible by `n_devices`, or the arrays disagree on B.
+    A task builds each local share with its own padded inputs (its conditions, and in sampled
+    mode its own subgraph) and stacks them: pmap's layout, a leading device axis.
     """
-    sizes = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
-    if len(sizes) != 1:
-        raise ValueError(f"batch arrays have different leading sizes {sorted(sizes)}")
-    (size,) = sizes
-    if size % n_devices:
-        raise ValueError(f"batch size {size} is not divisible by the number of devices "
-                         f"{n_devices}; choose train.batch_size as a multiple of {n_devices}")
-    return jax.tree.map(lambda x: np.reshape(x, (n_devices, size // n_devices, *np.shape(x)[1:])),
-                        batch)
+
+    total: int
+    local: tuple[int, ...]
+
+    def split(self, idx: np.ndarray) -> list[np.ndarray]:
+        """The local shares of the batch `idx`: share i holds rows [i * B/n, (i + 1) * B/n).
+
+        Raises:
+          ValueError: B is not divisible by the number of shares.
+        """
+        if len(idx) % self.total:
+            raise ValueError(f"batch size {len(idx)} is not divisible by the number of devices "
+                             f"{self.total}; choose train.batch_size as a multiple of {self.total}")
+        size = len(idx) // self.total
+        return [idx[i * size:(i + 1) * size] for i in self.local]
+
+
+def stack_shares(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-device batches (pytrees of equal structure and shapes) -> one with a leading device axis."""
+    return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
 def replicate(tree, mesh: Mesh):
@@ -76,8 +91,8 @@ def replicate(tree, mesh: Mesh):
 
 
 class ShardedStep:
-    """A jitted step taking a `[B, ...]` batch: shards it (`shard_batch`), places row i on device
-    i and calls the jitted shard_map function. `_cache_size()` is the jitted function's, so a
+    """A jitted step taking a batch stacked over devices (`[n_devices, ...]` leaves): places row i
+    on device i and calls the jitted shard_map function. `_cache_size()` is the jitted function's, so a
     run's summary counts its compilations as for the single-device steps."""
 
     def __init__(self, jitted: Callable, mesh: Mesh):
@@ -87,7 +102,7 @@ class ShardedStep:
 
     def __call__(self, *args):
         *rest, batch = args
-        batch = jax.device_put(shard_batch(batch, self.mesh.size), self._batch_sharding)
+        batch = jax.device_put(batch, self._batch_sharding)
         return self._jitted(*rest, batch)
 
     def _cache_size(self) -> int:
@@ -98,8 +113,8 @@ def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
     """Data-parallel versions of `loop.make_steps`, with the same signatures.
 
     train_step(params, opt_state, key, inputs, batch) -> (params, opt_state, stats) and
-    predict_step(params, inputs, batch) -> predictions, where `batch` holds `[B, ...]` arrays
-    with B divisible by `mesh.size`. Parameters and optimizer state should be placed with
+    predict_step(params, inputs, batch) -> [B, ...] predictions, where `batch` is stacked over
+    the mesh's devices (`[n, B / n, ...]` leaves; see `Shares`). Parameters and optimizer state should be placed with
     `replicate(..., mesh)` so that every call sees the same input shardings (one compilation).
     """
 
