@@ -5,6 +5,7 @@ The loop in `perturbjax.train.loop` knows nothing of drugs or genes; this class 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterator
 
 import jax
@@ -19,6 +20,7 @@ from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import signature_metrics
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
+from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
@@ -53,6 +55,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.graph.drop_relations = []  # relation names or "src--rel-->dst" edge types to ablate
     c.graph.drop_node_features = []  # node types whose input features the graph model ignores
     c.graph.padding_multiple = 256
+    # "full": every step runs on the whole padded graph (small graphs); "sampled": each batch
+    # (each device's share) runs on the k-hop subgraph around its drugs, cell lines and the
+    # readout genes (perturbjax/graph/sampling.py), for graphs too large for a full-graph step.
+    c.graph.mode = "full"
+    c.graph.sampling = ml_collections.ConfigDict()
+    c.graph.sampling.fanouts = [8, 4]  # per hop, incoming edges kept per node and edge type
+    c.graph.sampling.relation_fanouts = []  # "relation=f1,f2" for relations that differ
     c.graph.keep_leaky_edges = False  # see perturbjax/data/leakage.py
 
     c.model = ml_collections.ConfigDict()
@@ -145,7 +154,6 @@ class PerturbationTask:
         graph = graph.without_features(config.graph.drop_node_features)
         self.graph = graph
         self.schema = GraphSchema.of(graph)
-        self.budget = PaddingBudget.fitting(graph, multiple=config.graph.padding_multiple)
         self.split = make_split(self.data, config.data.split, seed=config.seed,
                                 validation_fraction=config.data.validation_fraction,
                                 test_fraction=config.data.test_fraction,
@@ -157,12 +165,29 @@ class PerturbationTask:
         d = self.data
         self._drug_pos = (d.drug + offsets[d.drug_type]).astype(np.int32)
         self._cell_pos = (d.cell + offsets[d.cell_type]).astype(np.int32)
+        self._readout_pos = (d.readout + offsets[d.gene_type]).astype(np.int32)
         self._covariates = d.condition_covariates()
-        self.inputs = {
-            "graph": jax.tree.map(jnp.asarray, to_graphs_tuple(graph, self.budget, self.schema)),
-            "readout": jnp.asarray(d.readout + offsets[d.gene_type], jnp.int32),
-        }
         self.batch_size = config.train.batch_size
+        self.sampler = None
+        if config.graph.mode == "sampled":
+            s = config.graph.sampling
+            fanouts = parse_fanouts(s.fanouts, s.relation_fanouts,
+                                    [k.relation for k in graph.edge_types])
+            max_seeds = Counter({d.drug_type: self.batch_size})  # the types may coincide
+            max_seeds.update({d.cell_type: self.batch_size})
+            max_seeds.update({d.gene_type: len(d.readout)})
+            self.sampler = NeighbourSampler(graph, self.schema, fanouts, max_seeds,
+                                            padding_multiple=config.graph.padding_multiple)
+            self.budget = self.sampler.budget
+            self.inputs = {}  # every batch brings its own subgraph
+        elif config.graph.mode == "full":
+            self.budget = PaddingBudget.fitting(graph, multiple=config.graph.padding_multiple)
+            self.inputs = {
+                "graph": jax.tree.map(jnp.asarray, to_graphs_tuple(graph, self.budget, self.schema)),
+                "readout": jnp.asarray(self._readout_pos),
+            }
+        else:
+            raise ValueError(f"graph.mode is {config.graph.mode!r}; expected 'full' or 'sampled'")
 
     # ---- model -----------------------------------------------------------------------------
     @property
@@ -177,6 +202,9 @@ class PerturbationTask:
             raise ValueError(f"model.embedded_node_types includes {held_out!r}, the type a "
                              f"{self.split.kind} split holds out: its test nodes would keep "
                              f"their untrained random vectors")
+        if self.sampler is not None and m.embedded_node_types:
+            raise ValueError("model.embedded_node_types needs graph.mode='full': a sampled "
+                             "subgraph numbers its nodes locally")
         if m.name not in ENCODERS:
             raise ValueError(f"unknown model {m.name!r}; expected one of "
                              f"{ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))}")
@@ -189,24 +217,37 @@ class PerturbationTask:
                                  num_nodes=self.budget.n_node, rngs=rngs)
 
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
-        return model(inputs["graph"], batch["drug"], batch["cell"], batch["covariates"],
-                     inputs["readout"], rngs=rngs, deterministic=deterministic)
+        x = {**inputs, **batch}  # the graph and readout are in the batch in sampled mode
+        return model(x["graph"], x["drug"], x["cell"], x["covariates"], x["readout"], rngs=rngs,
+                     deterministic=deterministic)
 
     def loss(self, model, inputs, batch, key) -> jax.Array:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)
         return jnp.mean((pred - batch["signature"]) ** 2)
 
     # ---- batches ---------------------------------------------------------------------------
-    def _batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
-                "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
+    def _batch(self, idx: np.ndarray, sample_seed: tuple[int, ...]) -> dict[str, np.ndarray]:
+        batch = {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
+                 "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
+        if self.sampler is None:
+            return batch
+        # The batch's subgraph; its nodes are numbered locally, so are the positions.
+        seeds = np.concatenate([batch["drug"], batch["cell"], self._readout_pos])
+        sub = self.sampler.sample(seeds, np.random.default_rng(sample_seed))
+        b = len(idx)
+        return batch | {"graph": self.sampler.padded(sub), "drug": sub.seeds[:b].astype(np.int32),
+                        "cell": sub.seeds[b:2 * b].astype(np.int32),
+                        "readout": sub.seeds[2 * b:].astype(np.int32)}
 
-    def _batches(self, idx: np.ndarray, shares: Shares | None) -> dict:
+    def _batches(self, idx: np.ndarray, shares: Shares | None, sample_seed: tuple[int, ...]
+                 ) -> dict:
         """One batch of the conditions `idx`; with `shares`, this process's shares of it, stacked
-        on a leading device axis (see `perturbjax.train.parallel`)."""
+        on a leading device axis (see `perturbjax.train.parallel`). In sampled mode the subgraph
+        of share i is drawn from `sample_seed + (i,)`, whichever process builds it."""
         if shares is None:
-            return self._batch(idx)
-        return stack_shares([self._batch(part) for part in shares.split(idx)])
+            return self._batch(idx, sample_seed + (0,))
+        return stack_shares([self._batch(part, sample_seed + (i,))
+                             for i, part in zip(shares.local, shares.split(idx))])
 
     def train_batches(self, seed: int, start_step: int = 0, shares: Shares | None = None
                       ) -> Iterator[dict[str, np.ndarray]]:
@@ -228,17 +269,19 @@ class PerturbationTask:
         while True:
             order = rng.permutation(train)
             for b in range(skip, per_epoch):
-                yield self._batches(order[b * size:(b + 1) * size], shares)
-            skip = 0
+                yield self._batches(order[b * size:(b + 1) * size], shares, (seed, epoch, b))
+            epoch, skip = epoch + 1, 0
 
     def eval_batches(self, part: str, shares: Shares | None = None
                      ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
         """Fixed-size batches of a split part; the last is filled up and its real size given."""
         idx = self.split.parts()[part]
+        part_code = {"train": 1, "validation": 2, "test": 3}[part]
         for start in range(0, len(idx), self.batch_size):
             chunk = idx[start:start + self.batch_size]
             filled = np.resize(chunk, self.batch_size)
-            yield self._batches(filled, shares), len(chunk)
+            # Subgraphs drawn from fixed seeds: a part's predictions are reproducible.
+            yield self._batches(filled, shares, (self.config.seed, part_code, start)), len(chunk)
 
     # ---- metrics and baselines -----------------------------------------------------------
     def metrics(self, part: str, predictions: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,179 @@
+"""k-hop neighbour sampling (perturbjax/graph/sampling.py) and the sampled-subgraph train mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from perturbjax.config import apply_overrides, load_config
+from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
+from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
+from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
+from perturbjax.models.perturbation import KGEncoder
+from perturbjax.tasks import make_task
+from perturbjax.train.loop import train_and_evaluate
+
+DEMO = "experiments/demo.py:test"
+
+
+def random_graph(seed=0) -> HeteroGraph:
+    """Three node types, four relations, skewed degrees (some nodes with many in-edges)."""
+    rng = np.random.default_rng(seed)
+    sizes = {"a": 40, "b": 25, "c": 12}
+    nodes = {t: NodeSet(np.array([f"{t}{i}" for i in range(n)]),
+                        {"x": rng.normal(size=(n, 3 + len(t))).astype(np.float32)})
+             for t, n in sizes.items()}
+    edges = {}
+    for source, relation, target, count in (("a", "r1", "a", 200), ("b", "r2", "a", 120),
+                                            ("a", "r3", "b", 150), ("c", "r4", "b", 60)):
+        weights = rng.pareto(1.5, sizes[target]) + 0.1
+        pairs = np.unique(np.stack([rng.integers(0, sizes[source], count),
+                                    rng.choice(sizes[target], count, p=weights / weights.sum())],
+                                   1), axis=0)
+        edges[EdgeType(source, relation, target)] = EdgeSet(pairs[:, 0], pairs[:, 1])
+    return HeteroGraph(nodes, edges)
+
+
+def full_edges(graph, schema) -> set:
+    offsets = graph.node_offsets()
+    return {(int(s) + offsets[k.source], int(r) + offsets[k.target], i)
+            for i, k in enumerate(schema.edge_types)
+            for s, r in zip(graph.edges[k].senders, graph.edges[k].receivers)}
+
+
+def make_sampler(graph, fanouts=(3, 2), overrides=(), max_seeds=None):
+    schema = GraphSchema.of(graph)
+    hops = parse_fanouts(list(fanouts), list(overrides), [k.relation for k in schema.edge_types])
+    return NeighbourSampler(graph, schema, hops, max_seeds or {"a": 6, "c": 3},
+                            padding_multiple=8), schema
+
+
+def test_sampled_edges_are_graph_edges_within_fanouts_hop_by_hop():
+    graph = random_graph()
+    sampler, schema = make_sampler(graph, fanouts=(3, 2), overrides=["r4=1,0"])
+    edges, offsets = full_edges(graph, schema), graph.node_offsets()
+    indeg = {}
+    for s, r, t in edges:
+        indeg[(r, t)] = indeg.get((r, t), 0) + 1
+    seeds = np.array([5, 5, 17, offsets["c"] + 2])  # a repeat, and a node of another type
+    sub = sampler.sample(seeds, np.random.default_rng(0))
+    # Seeds come first, repeats merged, and map back to their nodes.
+    assert sub.nodes[:3].tolist() == [5, 17, offsets["c"] + 2]
+    assert sub.nodes[sub.seeds].tolist() == seeds.tolist()
+    assert len(np.unique(sub.nodes)) == len(sub.nodes)
+    triples = list(zip(sub.nodes[sub.senders].tolist(), sub.nodes[sub.receivers].tolist(),
+                       sub.edge_type.tolist()))
+    assert set(triples) <= edges and len(set(triples)) == len(triples)
+    # Hop 1 expands the seeds (fan-out 3, r4 1); hop 2 the new nodes (fan-out 2, r4 0).
+    hop1_nodes = set(sub.nodes[:3].tolist())
+    per_receiver = {}
+    for s, r, t in triples:
+        per_receiver[(r, t)] = per_receiver.get((r, t), 0) + 1
+    r4 = schema.edge_types.index(EdgeType("c", "r4", "b"))
+    for (r, t), n in per_receiver.items():
+        fan = (3 if t != r4 else 1) if r in hop1_nodes else (2 if t != r4 else 0)
+        assert 1 <= n <= fan
+        if indeg[(r, t)] <= fan:  # all of a node's edges when it has no more than the fan-out
+            assert n == indeg[(r, t)]
+    expanded = {r for _, r, _ in triples}
+    assert expanded - hop1_nodes, "hop 2 sampled nothing"
+    # Every hop-2 receiver was reached in hop 1: it is the sender of an edge into a seed.
+    hop1_senders = {s for s, r, _ in triples if r in hop1_nodes}
+    assert expanded - hop1_nodes <= hop1_senders
+
+
+def test_same_rng_same_subgraph_and_scratch_state_is_clean():
+    graph = random_graph()
+    sampler, _ = make_sampler(graph)
+    seeds = np.array([1, 2, 3])
+    a = sampler.sample(seeds, np.random.default_rng(7))
+    sampler.sample(np.array([30, 4]), np.random.default_rng(1))
+    b = sampler.sample(seeds, np.random.default_rng(7))
+    for field in ("nodes", "seeds", "senders", "receivers", "edge_type"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_budget_holds_every_sample_and_padding_is_masked():
+    graph = random_graph(1)
+    sampler, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4})
+    offsets, rng = graph.node_offsets(), np.random.default_rng(0)
+    most_nodes = most_edges = 0
+    for _ in range(200):
+        seeds = np.concatenate([rng.choice(40, 8), offsets["b"] + rng.choice(25, 4)])
+        sub = sampler.sample(seeds, rng)
+        gt = sampler.padded(sub)  # raises if the subgraph exceeds the budget
+        most_nodes, most_edges = max(most_nodes, len(sub.nodes)), max(most_edges, len(sub.senders))
+        n, e = len(sub.nodes), len(sub.senders)
+        assert gt.nodes["mask"].sum() == n and gt.edges["mask"].sum() == e
+        assert (gt.senders[e:] == sampler.budget.n_node - 1).all()
+        np.testing.assert_array_equal(gt.nodes["features"][:n], sampler.features[sub.nodes])
+    assert most_nodes < sampler.budget.n_node and most_edges <= sampler.budget.n_edge
+    # The bound is not vacuous: no larger than the whole graph (rounded up to the multiple).
+    assert sampler.budget.n_edge <= PaddingBudget.fitting(graph, multiple=8).n_edge
+
+
+@pytest.mark.parametrize("layer", ["rgcn", "hetero_gat"])
+def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
+    """k hops with fan-outs above every degree hold each seed's whole k-layer receptive field."""
+    graph = random_graph(2)
+    sampler, schema = make_sampler(graph, fanouts=(1000, 1000))
+    encoder = KGEncoder(schema, layer=layer, hidden=16, num_layers=2, heads=2, bases=None,
+                        dropout=0.0, rngs=nnx.Rngs(0))
+    full = encoder(jax.tree.map(jnp.asarray, to_graphs_tuple(
+        graph, PaddingBudget.fitting(graph, multiple=8), schema)))
+    seeds = np.array([3, 44, 70, 3])
+    sub = sampler.sample(seeds, np.random.default_rng(0))
+    assert len(sub.nodes) < graph.num_nodes  # a proper subgraph, not the whole graph
+    local = encoder(jax.tree.map(jnp.asarray, sampler.padded(sub)))
+    np.testing.assert_allclose(np.asarray(local)[sub.seeds], np.asarray(full)[seeds],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_parse_fanouts_errors_name_the_problem():
+    relations = ["r1", "r2"]
+    assert parse_fanouts([3, 1], ["r2=0,5"], relations) == [{"r1": 3, "r2": 0}, {"r1": 1, "r2": 5}]
+    with pytest.raises(ValueError, match="at least one hop"):
+        parse_fanouts([], [], relations)
+    with pytest.raises(ValueError, match="'relation=f1,...,f2'"):
+        parse_fanouts([3, 1], ["r2=4"], relations)
+    with pytest.raises(ValueError, match="'rx', which is not a relation"):
+        parse_fanouts([3, 1], ["rx=1,1"], relations)
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_fanouts([-1], [], relations)
+
+
+def sampled_config(*extra):
+    return apply_overrides(load_config(DEMO), ["graph.mode=sampled", "graph.sampling.fanouts=[4,2]",
+                                               "baselines=[]", *extra])
+
+
+def test_sampled_mode_trains_with_one_compilation_and_reproducible_evaluation(tmp_path):
+    config = sampled_config("train.num_steps=30", "train.eval_every=10", "train.log_every=10",
+                            "train.checkpoint.every=0")
+    summary = train_and_evaluate(config, str(tmp_path / "a"), progress=False)
+    assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
+    budget, full = summary["padding_budget"], summary["graph"]
+    assert budget["n_edge"] < sum(full["edges"].values())  # the steps ran on subgraphs
+    import json
+    losses = [r["loss"] for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl"))
+              if r["split"] == "train"]
+    assert losses[-1] < losses[0]
+    again = train_and_evaluate(config, str(tmp_path / "b"), progress=False)
+    assert again["test"] == summary["test"]  # batches and subgraphs are functions of the seed
+
+
+def test_sampled_batch_positions_point_at_the_conditions_nodes():
+    task = make_task(sampled_config())
+    batch = next(task.train_batches(0))
+    graph = batch["graph"]
+    drug_type = task.schema.node_types.index(task.data.drug_type)
+    gene_type = task.schema.node_types.index(task.data.gene_type)
+    assert (graph.nodes["node_type"][batch["drug"]] == drug_type).all()
+    assert (graph.nodes["node_type"][batch["readout"]] == gene_type).all()
+    assert len(batch["readout"]) == len(task.data.readout)
+    assert task.inputs == {}
+    with pytest.raises(ValueError, match="needs graph.mode='full'"):
+        make_task(sampled_config("model.embedded_node_types=['gene']")).build_model(nnx.Rngs(0))
+    with pytest.raises(ValueError, match="graph.mode is 'partial'"):
+        make_task(sampled_config("graph.mode=partial"))
