@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -24,13 +23,9 @@ import time
 import pyarrow
 
 from perturbjax.data.primekg import load_primekg, synthetic_primekg
+from perturbjax.train.logging import peak_rss_gib
 
 N_NODES, N_EDGES = 129_375, 8_100_498
-
-
-def _peak_rss_gib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**30 if sys.platform == "darwin" else 2**20)  # bytes on macOS, KiB on Linux
 
 
 def _generate(path: str, n_nodes: int, n_edges: int, seed: int) -> None:
@@ -71,11 +66,11 @@ def main(argv=None) -> int:
     path = args.path
     if path is None:
         path, generated_seconds = synthetic_file(args.cache_dir, args.nodes, args.edges, args.seed)
-    rss_before = _peak_rss_gib()
+    rss_before = peak_rss_gib()
     started = time.perf_counter()
     graph, _, report = load_primekg(path)
     seconds = time.perf_counter() - started
-    peak = _peak_rss_gib()
+    peak = peak_rss_gib()
     result = {
         "file": path, "synthetic": args.path is None,
         "file_gib": round(os.path.getsize(path) / 2**30, 3),

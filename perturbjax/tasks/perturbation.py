@@ -27,7 +27,8 @@ from perturbjax.models.perturbation import ENCODERS, PerturbationModel
 from perturbjax.train.parallel import Shares, stack_shares
 
 
-DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines")
+DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines",
+                "primekg_planted")
 # Models fitted on the host in closed form (no training loop) that read the model's graph, so
 # edge-type ablations reach them; the baselines read only drug targets and features.
 GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
@@ -135,6 +136,10 @@ def load_data(config: ml_collections.ConfigDict) -> tuple[PerturbationData, dict
         from perturbjax.data.hetionet_lincs import CellLineConfig, make_cell_lines
 
         return make_cell_lines(CellLineConfig(**_frozen(config.data.cell_lines)))
+    if source == "primekg_planted":
+        from perturbjax.data.primekg_planted import PlantedConfig, make_planted
+
+        return make_planted(PlantedConfig(**_frozen(config.data.planted)))
     raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
 

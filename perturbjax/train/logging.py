@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 
 import ml_collections
 import numpy as np
@@ -18,6 +20,12 @@ def _jsonable(value):
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
         return value.item()
     return value
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (host memory, not accelerator memory)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)  # bytes on macOS, KiB on Linux
 
 
 def wandb_mode(config: ml_collections.ConfigDict) -> str:

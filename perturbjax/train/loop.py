@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from perturbjax.config import config_to_json
 from perturbjax.tasks import make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
-from perturbjax.train.logging import RunLogger
+from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
 from perturbjax.train.parallel import Shares, make_mesh, make_parallel_steps, replicate
 
@@ -130,6 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
         ckpt.close()  # waits for a save in flight
         logger.close()
     summary["wall_time_s"] = round(time.time() - start, 2)
+    summary["peak_rss_gib"] = round(peak_rss_gib(), 3)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
