@@ -59,13 +59,15 @@ def measure_sampler(config_arg: str, batches: int) -> dict:
 def read_run(run: str) -> dict:
     with open(os.path.join(run, "summary.json")) as f:
         summary = json.load(f)
+    with open(os.path.join(run, "config.json")) as f:
+        batch_size = json.load(f)["train"]["batch_size"]
     with open(os.path.join(run, "metrics.jsonl")) as f:
         train = [r for r in map(json.loads, f) if r["split"] == "train"]
-    step_s = [r["step_time_s"] for r in train[1:]]  # the first interval includes compilation
+    rates = [r["steps_per_s"] for r in train[1:]]  # the first interval includes compilation
+    step_s = float(np.median(1.0 / np.array(rates))) if rates else float("nan")
     return {"run": run, "model": summary["model"], "steps": summary["step"],
-            "step_time_s": round(float(np.median(step_s)), 3) if step_s else None,
-            "examples_per_s": round(float(np.median([r["examples_per_s"] for r in train[1:]])), 1)
-            if step_s else None,
+            "step_time_s": round(step_s, 3),
+            "examples_per_s": round(batch_size / step_s, 1),
             "peak_rss_gib": summary.get("peak_rss_gib"), "wall_time_s": summary["wall_time_s"],
             "test_pearson_centered": summary["test"]["pearson_centered"],
             "baselines": {k: v["test"]["pearson_centered"] for k, v in summary["baselines"].items()},

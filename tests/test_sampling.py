@@ -1,5 +1,7 @@
 """k-hop neighbour sampling (perturbjax/graph/sampling.py) and the sampled-subgraph train mode."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,7 +157,6 @@ def test_sampled_mode_trains_with_one_compilation_and_reproducible_evaluation(tm
     assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
     budget, full = summary["padding_budget"], summary["graph"]
     assert budget["n_edge"] < sum(full["edges"].values())  # the steps ran on subgraphs
-    import json
     losses = [r["loss"] for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl"))
               if r["split"] == "train"]
     assert losses[-1] < losses[0]
@@ -177,3 +178,37 @@ def test_sampled_batch_positions_point_at_the_conditions_nodes():
         make_task(sampled_config("model.embedded_node_types=['gene']")).build_model(nnx.Rngs(0))
     with pytest.raises(ValueError, match="graph.mode is 'partial'"):
         make_task(sampled_config("graph.mode=partial"))
+
+
+def test_sampled_mode_data_parallel_gives_each_device_its_own_subgraph(tmp_path):
+    """2 forced CPU devices (a subprocess: XLA_FLAGS must be set before JAX starts)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import json, sys, jax, numpy as np\n"
+        "from perturbjax.config import apply_overrides, load_config\n"
+        "from perturbjax.tasks import make_task\n"
+        "from perturbjax.train.loop import train_and_evaluate\n"
+        "from perturbjax.train.parallel import Shares\n"
+        "assert jax.device_count() == 2\n"
+        f"config = apply_overrides(load_config({DEMO!r}), ['graph.mode=sampled', 'baselines=[]',"
+        " 'train.data_parallel=True'])\n"
+        "task = make_task(config)\n"
+        "batch = next(task.train_batches(0, shares=Shares(2, (0, 1))))\n"
+        "masks = batch['graph'].nodes['mask']\n"
+        "assert masks.shape == (2, task.budget.n_node) and batch['readout'].shape[0] == 2\n"
+        "assert (batch['graph'].senders[0] != batch['graph'].senders[1]).any()\n"
+        "summary = train_and_evaluate(config, sys.argv[1], progress=False)\n"
+        "print('RESULT', json.dumps([summary['compilations'], summary['test']['pearson_centered']]))\n")
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    compilations, score = json.loads(line[len("RESULT "):])
+    assert compilations == {"train_step": 1, "predict_step": 1} and np.isfinite(score)
