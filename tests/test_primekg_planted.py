@@ -54,6 +54,7 @@ def test_scale_experiment_test_variant_trains_on_sampled_subgraphs(tmp_path):
     assert config.graph.mode == "sampled"
     summary = train_and_evaluate(config, str(tmp_path / "run"), progress=False)
     assert summary["padding_budget"]["n_edge"] < sum(summary["graph"]["edges"].values())
+    assert summary["graph_mode"] == "sampled" and summary["sampling"]["fanouts"] == [4, 2]
     assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
     assert 0 < summary["peak_rss_gib"] < 8
     assert np.isfinite(summary["test"]["pearson_centered"])

@@ -120,8 +120,10 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
     """k hops with fan-outs above every degree hold each seed's whole k-layer receptive field."""
     graph = random_graph(2)
     sampler, schema = make_sampler(graph, fanouts=(1000, 1000))
+    # With a learned vector per "a" node, indexed by the node ids both layouts carry.
     encoder = KGEncoder(schema, layer=layer, hidden=16, num_layers=2, heads=2, bases=None,
-                        dropout=0.0, rngs=nnx.Rngs(0))
+                        dropout=0.0, rngs=nnx.Rngs(0), embedded_types=("a",),
+                        num_nodes=graph.num_nodes)
     full = encoder(jax.tree.map(jnp.asarray, to_graphs_tuple(
         graph, PaddingBudget.fitting(graph, multiple=8), schema)))
     seeds = np.array([3, 44, 70, 3])
@@ -174,8 +176,8 @@ def test_sampled_batch_positions_point_at_the_conditions_nodes():
     assert (graph.nodes["node_type"][batch["readout"]] == gene_type).all()
     assert len(batch["readout"]) == len(task.data.readout)
     assert task.inputs == {}
-    with pytest.raises(ValueError, match="needs graph.mode='full'"):
-        make_task(sampled_config("model.embedded_node_types=['gene']")).build_model(nnx.Rngs(0))
+    # Sampled subgraphs carry each node's full-graph id, which learned node vectors index.
+    np.testing.assert_array_equal(graph.nodes["id"][batch["readout"]], task._readout_pos)
     with pytest.raises(ValueError, match="graph.mode is 'partial'"):
         make_task(sampled_config("graph.mode=partial"))
 

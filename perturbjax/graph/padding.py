@@ -3,7 +3,8 @@
 Layout of the padded graph (the contract every layer relies on):
 
     nodes = {"features": f32[N, F_max],  # a type's features left-aligned, zero-filled to F_max
-             "node_type": i32[N], "mask": bool[N]}
+             "node_type": i32[N], "mask": bool[N],
+             "id": i32[N]}  # the node's position in the full graph (a sampled subgraph's differ)
     edges = {"edge_type": i32[E], "mask": bool[E]}
     senders, receivers: i32[E] (flat node numbering, types in `schema.node_types` order)
 
@@ -119,7 +120,7 @@ def to_graphs_tuple(graph: HeteroGraph, budget: PaddingBudget | None = None,
 
     gt = jraph.GraphsTuple(
         nodes={"features": features, "node_type": node_type,
-               "mask": np.ones(graph.num_nodes, bool)},
+               "mask": np.ones(graph.num_nodes, bool), "id": np.arange(graph.num_nodes, dtype=np.int32)},
         edges={"edge_type": edge_type.astype(np.int32), "mask": np.ones(len(senders), bool)},
         senders=senders.astype(np.int32), receivers=receivers.astype(np.int32),
         n_node=np.array([graph.num_nodes], np.int32), n_edge=np.array([len(senders)], np.int32),

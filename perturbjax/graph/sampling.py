@@ -216,6 +216,8 @@ class NeighbourSampler:
         features[:n] = self.features[sub.nodes]
         node_type = np.zeros(b.n_node, np.int32)
         node_type[:n] = self.node_type[sub.nodes]
+        ids = np.zeros(b.n_node, np.int32)
+        ids[:n] = sub.nodes
         pad_node = b.n_node - 1
         senders = np.full(b.n_edge, pad_node, np.int32)
         receivers = np.full(b.n_edge, pad_node, np.int32)
@@ -223,7 +225,8 @@ class NeighbourSampler:
         edge_type = np.zeros(b.n_edge, np.int32)
         edge_type[:e] = sub.edge_type
         return jraph.GraphsTuple(
-            nodes={"features": features, "node_type": node_type, "mask": np.arange(b.n_node) < n},
+            nodes={"features": features, "node_type": node_type, "mask": np.arange(b.n_node) < n,
+                   "id": ids},
             edges={"edge_type": edge_type, "mask": np.arange(b.n_edge) < e},
             senders=senders, receivers=receivers,
             n_node=np.array([n, b.n_node - n], np.int32), n_edge=np.array([e, b.n_edge - e], np.int32),

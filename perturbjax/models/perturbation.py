@@ -55,7 +55,7 @@ class KGEncoder(nnx.Module):
         if unknown:
             raise ValueError(f"embedded_types {sorted(unknown)} are not node types {schema.node_types}")
         if embedded_types and num_nodes <= 0:
-            raise ValueError("embedded_types needs num_nodes, the padded node count")
+            raise ValueError("embedded_types needs num_nodes, the size of the node id range")
         self.embedded = tuple(t in embedded_types for t in schema.node_types)
         self.node_embedding = (nnx.Param(nnx.initializers.normal(stddev=0.1)(
             rngs.params(), (num_nodes, hidden))) if embedded_types else None)
@@ -70,7 +70,8 @@ class KGEncoder(nnx.Module):
         h = self.input(graph)
         if self.node_embedding is not None:
             embedded = jnp.array(self.embedded, jnp.float32)[graph.nodes["node_type"]]
-            h = h + self.node_embedding[...] * embedded[:, None]
+            embedded = embedded * graph.nodes["mask"]
+            h = h + self.node_embedding[...][graph.nodes["id"]] * embedded[:, None]
         views = [h]
         for layer, norm in zip(self.layers, self.norms):
             update = nnx.gelu(layer(h, graph))

@@ -207,9 +207,6 @@ class PerturbationTask:
             raise ValueError(f"model.embedded_node_types includes {held_out!r}, the type a "
                              f"{self.split.kind} split holds out: its test nodes would keep "
                              f"their untrained random vectors")
-        if self.sampler is not None and m.embedded_node_types:
-            raise ValueError("model.embedded_node_types needs graph.mode='full': a sampled "
-                             "subgraph numbers its nodes locally")
         if m.name not in ENCODERS:
             raise ValueError(f"unknown model {m.name!r}; expected one of "
                              f"{ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))}")
@@ -219,7 +216,10 @@ class PerturbationTask:
                                  steps=m.propagation_steps,
                                  readout_embedding=m.readout_embedding,
                                  embedded_types=tuple(m.embedded_node_types),
-                                 num_nodes=self.budget.n_node, rngs=rngs)
+                                 # node ids index the embedding table: positions in the
+                                 # padded graph, or in the full graph when sampling
+                                 num_nodes=(self.graph.num_nodes if self.sampler
+                                            else self.budget.n_node), rngs=rngs)
 
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
         x = {**inputs, **batch}  # the graph and readout are in the batch in sampled mode
@@ -318,6 +318,8 @@ class PerturbationTask:
             "load_reports": self.load_reports,
             "graph": self.graph.summary(),
             "schema": self.schema.to_json(),
+            "graph_mode": self.config.graph.mode,
+            "sampling": self.config.graph.sampling.to_dict() if self.sampler else None,
             "padding_budget": self.budget.to_json(),
             "dropped_relations": list(self.config.graph.drop_relations),
         }
