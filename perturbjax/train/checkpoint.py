@@ -43,10 +43,13 @@ class Preempted(Exception):
         self.step, self.directory = step, directory
 
 
-def check_workdir_config(workdir: str, config_json: str) -> None:
+def check_workdir_config(workdir: str, config_json: str, defaults_json: str = "{}") -> None:
     """Refuses a workdir whose config.json is not `config_json`.
 
-    Resuming, or appending metrics, from another experiment would silently mix two runs.
+    Resuming, or appending metrics, from another experiment would silently mix two runs. A key
+    absent from the old config.json is accepted when its new value equals its value in
+    `defaults_json` (the config every setting starts from): such a key was added to the code
+    after that run started, and its default keeps the old behaviour.
 
     Raises:
       WorkdirConflict: naming the keys that differ and how to start fresh.
@@ -57,8 +60,12 @@ def check_workdir_config(workdir: str, config_json: str) -> None:
     with open(path) as f:
         old = _flatten(json.load(f))
     new = _flatten(json.loads(config_json))
+    defaults = _flatten(json.loads(defaults_json))
+    missing = object()
     diff = [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
-            for k in sorted(set(old) | set(new)) if old.get(k, object()) != new.get(k, object())]
+            for k in sorted(set(old) | set(new))
+            if old.get(k, missing) != new.get(k, missing)
+            and not (k not in old and k in defaults and new.get(k, missing) == defaults[k])]
     if diff:
         raise WorkdirConflict(
             f"{path} holds another run's config ({len(diff)} difference(s): {'; '.join(diff[:5])}"

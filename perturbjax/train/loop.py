@@ -35,7 +35,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
-from perturbjax.tasks import make_task
+from perturbjax.tasks import default_config, make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
 from perturbjax.train.optim import apply_gradients, make_optimizer
@@ -98,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
     config_json = config_to_json(config)
-    check_workdir_config(workdir, config_json)
+    check_workdir_config(workdir, config_json, config_to_json(default_config(config.task)))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_json)
     task = make_task(config)
