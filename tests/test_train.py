@@ -81,6 +81,11 @@ def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == [10, 20, 30]
     assert {"loss", "learning_rate", "grad_norm", "param_norm", "update_norm"} <= set(train[0])
+    # Throughput of each logging interval (what W&B gets is these same records).
+    for r in train:
+        assert all(r[k] > 0 for k in ("step_time_s", "steps_per_s", "examples_per_s")), r
+        assert np.isclose(r["examples_per_s"], r["steps_per_s"] * config.train.batch_size)
+        assert np.isclose(r["step_time_s"] * r["steps_per_s"], 1.0)
     assert [r["step"] for r in records if r["split"] == "validation"] == [15, 30]
     # Model selection used validation only: the selected step is one that was evaluated.
     assert on_disk["selected_step"] in (15, 30)

@@ -19,10 +19,16 @@ checkpoint at the next step boundary and raises `checkpoint.Preempted` (no summa
 With `train.data_parallel` the steps are the shard_map ones of `parallel.py`: the global batch
 `train.batch_size` is split over a 1-D "data" mesh of all local devices (or the first
 `train.num_devices`), and parameters, optimizer state and the padded graph are replicated.
+
+Train records carry, besides the step's statistics and learning rate, the throughput of the
+interval since the previous train record: `step_time_s` (mean wall seconds per step),
+`steps_per_s` and `examples_per_s` (global batch conditions per second). Evaluation and
+checkpoint saves are not counted; the first interval includes compilation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -135,6 +141,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     return summary
 
 
+class _TrainClock:
+    """Wall time of the training steps between train records (evaluation and checkpoint saves
+    paused out), as step_time_s, steps_per_s and examples_per_s."""
+
+    def __init__(self, step: int, batch_size: int):
+        self.step, self.start, self.batch_size = step, time.time(), batch_size
+
+    def lap(self, step: int) -> dict:
+        now = time.time()
+        seconds, steps = max(now - self.start, 1e-9), step - self.step
+        self.step, self.start = step, now
+        return {"step_time_s": seconds / steps, "steps_per_s": steps / seconds,
+                "examples_per_s": steps * self.batch_size / seconds}
+
+    @contextlib.contextmanager
+    def paused(self, outputs):
+        """Time in the block is not training time. The step's `outputs` are waited for first:
+        steps run asynchronously, and the step's own compute is training time."""
+        jax.block_until_ready(outputs)
+        begin = time.time()
+        try:
+            yield
+        finally:
+            self.start += time.time() - begin
+
+
 def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dict:
     """The training loop; `loop_state` (the latest checkpoint's "loop" item, or None) resumes it.
 
@@ -184,7 +216,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
 
     bar = tqdm(range(first + 1, t.num_steps + 1), desc="train", disable=not progress,
                mininterval=0.5, initial=first, total=t.num_steps)
-    step_start = time.time()
+    clock = _TrainClock(first, t.batch_size)
     with SigtermFlag(enabled=every > 0) as sigterm:
         for step in bar:
             key, step_key = jax.random.split(key)
@@ -193,13 +225,13 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 stats = jax.device_get(stats)
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
-                elapsed, step_start = time.time() - step_start, time.time()
                 logger.log(step, "train", {**stats, "learning_rate": float(schedule(step)),
-                                           "steps_per_s": t.log_every / max(elapsed, 1e-9)})
+                                           **clock.lap(step)})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % t.eval_every == 0 or step == t.num_steps:
-                val = task.metrics("validation",
-                                   predict(predict_step, params, task, "validation", inputs, shares))
+                with clock.paused(stats):
+                    val = task.metrics("validation", predict(predict_step, params, task,
+                                                             "validation", inputs, shares))
                 logger.log(step, "validation", val)
                 if val[metric] > best["score"]:
                     best = {"score": val[metric], "step": step,
@@ -211,7 +243,8 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 ckpt.wait()
                 raise Preempted(step, ckpt.directory)
             if every > 0 and (step % every == 0 or (step == t.num_steps and step >= every)):
-                save(step)
+                with clock.paused(stats):
+                    save(step)
 
     # The test part is evaluated once, with the parameters chosen on validation.
     chosen = place(jax.tree.map(jnp.asarray, best["params"]))
