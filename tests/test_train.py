@@ -10,6 +10,7 @@ from flax import nnx
 
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
+from perturbjax.eval.compare import provenance
 from perturbjax.tasks import make_task
 from perturbjax.train.loop import make_steps, predict, train_and_evaluate
 from perturbjax.train.optim import make_optimizer
@@ -145,6 +146,9 @@ def test_compare_writes_a_readme_section(tmp_path, capsys):
     assert text.startswith("intro\n<!-- results:x -->\n| model |") and text.endswith("<!-- /results:x -->\noutro\n")
     assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 0.141 |" in text
     assert "2 runs on 2 CPU cores (JAX on CPU). Mean wall time per run" in text and "runs 20 s." in text
+    pod = {"cpus": 96, "jax_backend": "tpu", "devices": ["TPU v4"], "processes": 4}
+    assert provenance({"pod": [{"host": pod, "wall_time_s": 60}]}, "c").startswith(
+        "1 runs on 4 processes of 96 CPU cores and tpu (TPU v4).")
     assert f"Written by `perturbjax compare {tmp_path / 'runs'} --part test" in text
     with pytest.raises(SystemExit, match="no '<!-- results:y -->'"):
         cli.main(["compare", *args[:-1], f"{readme}:y"])

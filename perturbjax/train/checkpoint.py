@@ -14,6 +14,12 @@ The validation-selected parameters travel in every checkpoint (`best_params`), s
 resume needs them; so rotation never loses the best model, and the last checkpoint of a
 finished run holds both the final and the selected parameters, with no separate best-checkpoint
 policy.
+
+In a multi-host run every process calls save and restore (Orbax synchronises them, and process 0
+writes: the arrays saved are host copies, the same in every process), so the workdir must be on a
+filesystem that every process sees (one machine's disk, NFS, a Filestore or gcsfuse mount): a
+process that cannot read the checkpoints cannot resume, and the loop stops all of them when
+they disagree on the latest one.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import threading
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 ITEMS = ("state", "loop", "config", "description")
 
@@ -156,27 +163,45 @@ class Checkpoints:
 
 
 class SigtermFlag:
-    """Context manager: while active, SIGTERM sets `.is_set` instead of killing the process.
+    """Context manager: while active, SIGTERM asks the loop to stop at a step boundary.
 
-    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop checks the
-    flag at each step boundary, saves a checkpoint and stops cleanly. Outside the block (and in a
-    thread other than the main one, where Python cannot install handlers) SIGTERM keeps its
-    previous meaning.
+    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop asks
+    `reached(step)` at every step and, when true, saves a checkpoint and stops cleanly. In a
+    single process the flag is set by a Python handler; outside the block (and in a thread other
+    than the main one, where Python cannot install handlers) SIGTERM keeps its previous meaning.
+
+    With several processes each may get the signal at a different step, and a process that
+    stopped alone would leave the others waiting in a collective. JAX's distributed runtime
+    catches SIGTERM there itself (its preemption notifier) and the processes agree on one step to
+    stop at: `reached` asks it (`multihost_utils.reached_preemption_sync_point`), so every
+    process must call it at every step, as the loop does. No Python handler is installed then
+    (it would replace the runtime's), and with `enabled=False` SIGTERM stays caught by the
+    runtime: the run goes on.
     """
 
     def __init__(self, enabled: bool = True):
         self.is_set = False
-        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._processes = jax.process_count()
+        self._enabled = enabled and (self._processes > 1
+                                     or threading.current_thread() is threading.main_thread())
         self._previous = None
 
     def _handler(self, signum, frame):
         self.is_set = True
 
+    def reached(self, step: int) -> bool:
+        """Whether to stop after `step` (in every process at the same step)."""
+        if not self._enabled:
+            return False
+        if self._processes > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.is_set
+
     def __enter__(self) -> "SigtermFlag":
-        if self._enabled:
+        if self._enabled and self._processes == 1:
             self._previous = signal.signal(signal.SIGTERM, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._enabled:
+        if self._enabled and self._processes == 1:
             signal.signal(signal.SIGTERM, self._previous)

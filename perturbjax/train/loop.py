@@ -14,11 +14,19 @@ final test evaluation, and the run directory:
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
 metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM the loop saves a
-checkpoint at the next step boundary and raises `checkpoint.Preempted` (no summary.json).
+checkpoint at the next step boundary (with several processes, at a step they agree on; see
+`checkpoint.SigtermFlag`) and raises `checkpoint.Preempted` (no summary.json).
 
 With `train.data_parallel` the steps are the shard_map ones of `parallel.py`: the global batch
-`train.batch_size` is split over a 1-D "data" mesh of all local devices (or the first
-`train.num_devices`), and parameters, optimizer state and the padded graph are replicated.
+`train.batch_size` is split over a 1-D "data" mesh of all devices (or the first
+`train.num_devices` of a single process), and parameters, optimizer state and the padded graph
+are replicated.
+
+With several processes (multi-host, after `parallel.initialize_processes`; `train.data_parallel`
+is then required) every process runs the whole loop, evaluation and baselines included, on the
+same global batches, of which it builds only its devices' shares; all call the checkpoint saves
+and restores. Only process 0 writes config.json, metrics.jsonl, summary.json, the task's records
+and W&B, and shows progress bars.
 
 Train records carry, besides the step's statistics and learning rate, the throughput of the
 interval since the previous train record: `step_time_s` (mean wall seconds per step),
@@ -45,7 +53,8 @@ from perturbjax.tasks import default_config, make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
 from perturbjax.train.optim import apply_gradients, make_optimizer
-from perturbjax.train.parallel import Shares, make_mesh, make_parallel_steps, replicate
+from perturbjax.train.parallel import (Shares, make_mesh, make_parallel_steps, replicate,
+                                       same_on_every_process)
 
 
 def make_steps(task, graphdef, rest, tx):
@@ -80,7 +89,15 @@ def predict(predict_step, params, task, part: str, inputs=None, shares=None) -> 
 def host() -> dict:
     """What ran the job, for the summary (results tables name their hardware)."""
     return {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-            "devices": sorted({d.device_kind for d in jax.devices()}), "jax": jax.__version__}
+            "devices": sorted({d.device_kind for d in jax.devices()}), "jax": jax.__version__,
+            "processes": jax.process_count(), "device_count": jax.device_count()}
+
+
+def _write(path: str, text: str) -> None:
+    """Writes whole or not at all: the other processes of a multi-host run may be reading it."""
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, experiment: str = "",
@@ -100,23 +117,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
       checkpoint.WorkdirConflict: `workdir/config.json` holds a different config.
       checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
         summary.json was not written (rerunning resumes).
+      ValueError: several processes without `train.data_parallel`.
+      RuntimeError: the processes see different checkpoints (a workdir not shared by all).
     """
     start = time.time()
+    if jax.process_count() > 1 and not config.train.data_parallel:
+        raise ValueError(f"{jax.process_count()} processes train one model only with data "
+                         f"parallelism: pass --config.train.data_parallel=True")
+    primary = jax.process_index() == 0
+    progress = progress and primary
     os.makedirs(workdir, exist_ok=True)
     config_json = config_to_json(config)
     check_workdir_config(workdir, config_json, config_to_json(default_config(config.task)))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_json)
+    if primary:
+        _write(os.path.join(workdir, "config.json"), config_json)
     task = make_task(config)
-    for name, record in task.artifacts().items():
-        with open(os.path.join(workdir, name), "w") as f:
-            json.dump(record, f)
+    if primary:
+        for name, record in task.artifacts().items():
+            _write(os.path.join(workdir, name), json.dumps(record))
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
     resume = None if task.model_is_baseline else ckpt.latest_step()
+    same_on_every_process(-1 if resume is None else resume,
+                          f"the latest checkpoint in {ckpt.directory} (-1: none); a multi-host "
+                          f"run needs a workdir that every process sees")
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
                        keep_bytes=loop_state["metrics_offset"] if loop_state else 0,
-                       group=group, job_type=job_type)
+                       group=group, job_type=job_type, write=primary)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
                "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
                "resumed_from_step": resume, **task.describe()}
@@ -136,8 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
         ckpt.close()  # waits for a save in flight
         logger.close()
     summary["wall_time_s"] = round(time.time() - start, 2)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if primary:
+        _write(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 
@@ -185,7 +212,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         # Replicated once, so every step sees the same shardings (one compilation) and the
         # padded graph is not copied to the devices again at every step.
         place = lambda tree: replicate(tree, mesh)  # noqa: E731
-        shares = Shares(mesh.size, tuple(range(mesh.size)))
+        shares = Shares.of(mesh)
     else:
         train_step, predict_step = make_steps(task, graphdef, rest, tx)
         place = lambda tree: tree  # noqa: E731
@@ -237,7 +264,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                     best = {"score": val[metric], "step": step,
                             "params": jax.tree.map(np.array, params)}
                 bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
-            if sigterm.is_set:
+            if sigterm.reached(step):
                 logger.log(step, "preempted", {"checkpoint_step": step})
                 save(step)
                 ckpt.wait()
