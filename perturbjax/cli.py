@@ -71,7 +71,9 @@ def _join_processes(args) -> None:
     try:
         initialize_processes(*given)
     except (ValueError, RuntimeError) as e:
-        raise SystemExit(f"perturbjax train: cannot join JAX's distributed runtime: {e}")
+        hint = (f" (JAX detected no cluster; elsewhere pass {', '.join(_PROCESS_FLAGS)})"
+                if given == [None] * 3 else "")
+        raise SystemExit(f"perturbjax train: cannot join JAX's distributed runtime: {e}{hint}")
 
 
 def _train(args, rest) -> None:

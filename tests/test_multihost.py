@@ -182,6 +182,18 @@ def test_process_flags_go_together(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_distributed_alone_outside_a_cluster_says_what_to_pass(tmp_path):
+    # A subprocess: joining changes this process's JAX for good, even when it fails.
+    proc = subprocess.run([sys.executable, "-m", "perturbjax.cli", "train", "--config",
+                           f"{DEMO}:test", "--workdir", str(tmp_path / "x"), "--distributed"],
+                          env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 1
+    assert "cannot join JAX's distributed runtime" in proc.stderr
+    assert "pass --coordinator-address, --num-processes, --process-id" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_several_processes_need_data_parallelism(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.jax, "process_count", lambda: 2)
     with pytest.raises(ValueError, match=r"2 processes .*--config\.train\.data_parallel=True"):

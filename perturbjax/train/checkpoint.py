@@ -17,9 +17,9 @@ policy.
 
 In a multi-host run every process calls save and restore (Orbax synchronises them, and process 0
 writes: the arrays saved are host copies, the same in every process), so the workdir must be on a
-filesystem that every process sees (one machine's disk, NFS, a Filestore or gcsfuse mount): a
-process that cannot read the checkpoints cannot resume, and the loop stops all of them when
-they disagree on the latest one.
+filesystem that every process sees (one machine's disk, NFS, a Filestore or gcsfuse mount) to
+be resumed: a process that cannot read the checkpoints cannot resume, and `latest_step` stops
+all of them when they disagree (before they could wait for each other forever).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from perturbjax.train.parallel import same_on_every_process
 
 ITEMS = ("state", "loop", "config", "description")
 
@@ -113,10 +115,20 @@ class Checkpoints:
         return self._manager
 
     def latest_step(self) -> int | None:
-        """The newest completed checkpoint's step (interrupted saves are not counted)."""
-        if not os.path.isdir(self.directory):
-            return None
-        return self.manager.latest_step()
+        """The newest completed checkpoint's step (interrupted saves are not counted).
+
+        With several processes every one must see the same (creating the manager is a barrier,
+        and a resume a collective decision), else all raise a RuntimeError.
+        """
+        shared = ("a multi-host run resumes only from a workdir that every process sees (NFS, "
+                  "Filestore, gcsfuse); else pass another --workdir or delete the checkpoints")
+        exists = os.path.isdir(self.directory)
+        same_on_every_process(int(exists), f"whether {self.directory} exists (1) or not (0)",
+                              shared)
+        step = self.manager.latest_step() if exists else None
+        same_on_every_process(-1 if step is None else step,
+                              f"the latest checkpoint in {self.directory} (-1: none)", shared)
+        return step
 
     def save(self, step: int, state: dict, loop: dict, config_json: str, description: dict) -> None:
         """Starts an asynchronous save of `state` (a pytree of arrays) and the JSON items.

@@ -53,8 +53,7 @@ from perturbjax.tasks import default_config, make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger
 from perturbjax.train.optim import apply_gradients, make_optimizer
-from perturbjax.train.parallel import (Shares, make_mesh, make_parallel_steps, replicate,
-                                       same_on_every_process)
+from perturbjax.train.parallel import Shares, make_mesh, make_parallel_steps, replicate
 
 
 def make_steps(task, graphdef, rest, tx):
@@ -118,7 +117,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
       checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
         summary.json was not written (rerunning resumes).
       ValueError: several processes without `train.data_parallel`.
-      RuntimeError: the processes see different checkpoints (a workdir not shared by all).
+      RuntimeError: the processes see different checkpoints (a workdir not shared by all; see
+        `checkpoint.Checkpoints.latest_step`).
     """
     start = time.time()
     if jax.process_count() > 1 and not config.train.data_parallel:
@@ -137,9 +137,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
             _write(os.path.join(workdir, name), json.dumps(record))
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
     resume = None if task.model_is_baseline else ckpt.latest_step()
-    same_on_every_process(-1 if resume is None else resume,
-                          f"the latest checkpoint in {ckpt.directory} (-1: none); a multi-host "
-                          f"run needs a workdir that every process sees")
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
                        keep_bytes=loop_state["metrics_offset"] if loop_state else 0,

@@ -89,18 +89,18 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
-def same_on_every_process(value: int, what: str) -> None:
+def same_on_every_process(value: int, what: str, remedy: str = "") -> None:
     """Raises, in every process, unless all processes pass the same `value` (one collective).
 
     Raises:
-      RuntimeError: naming `what` and each process's value.
+      RuntimeError: naming `what`, each process's value and the `remedy`.
     """
     if jax.process_count() == 1:
         return
     values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
     if np.any(values != values[0]):
         raise RuntimeError(f"the processes disagree on {what}: {values.tolist()} (process i's "
-                           f"value at position i)")
+                           f"value at position i){'; ' + remedy if remedy else ''}")
 
 
 @dataclasses.dataclass(frozen=True)
