@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                     "--config.KEY=VALUE overrides apply to every run, before the sweep's own. "
                     "local: run them as subprocesses (output in WORKDIR/train.log), or print the "
                     "commands with --dry-run. tpu-vm: print the gcloud ssh --worker=all lines "
-                    "(setup, then one per run, to run one after another); --execute runs them.")
+                    "(setup, then one per run, to run one after another, each `train "
+                    "--distributed` on all workers: one multi-host run); --execute runs them.")
     launch.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     launch.add_argument("--sweep", action="store_true", help="one run per get_sweep() entry")
     launch.add_argument("--root", required=True, help="directory of the runs' workdirs")
