@@ -2,7 +2,9 @@
 
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
         [--group G] [--job-type J]   (W&B group and job type; default: file name and variant)
-        (rerun on a DIR with checkpoints to resume it; SIGTERM saves one and exits with status 0)
+        [--coordinator-address HOST:PORT --num-processes N --process-id I | --distributed]
+        (rerun on a DIR with checkpoints to resume it; SIGTERM saves one and exits with status 0;
+        the last options join N processes into one multi-host run: README, Multi-host)
     perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR
         --target local [--parallel N] [--dry-run] [--config.KEY=VALUE ...]
     perturbjax launch ... --target tpu-vm --tpu NAME --zone ZONE [--project P]
@@ -46,6 +48,34 @@ def _split_overrides(rest: list[str]) -> list[str]:
     return overrides
 
 
+_PROCESS_FLAGS = ("--coordinator-address", "--num-processes", "--process-id")
+
+
+def _join_processes(args) -> None:
+    """Multi-host: joins JAX's distributed runtime before anything touches a JAX device.
+
+    `--coordinator-address HOST:PORT --num-processes N --process-id I` (all three, in each
+    process; process 0 serves at HOST:PORT) or `--distributed` alone, with which JAX detects them
+    (the workers of a Cloud TPU VM pod, SLURM, Open MPI). Neither: one process, nothing called.
+    """
+    given = [args.coordinator_address, args.num_processes, args.process_id]
+    if not args.distributed and given == [None] * 3:
+        return
+    if None in given and given != [None] * 3:
+        missing = [flag for flag, value in zip(_PROCESS_FLAGS, given) if value is None]
+        raise SystemExit(f"perturbjax train: {', '.join(_PROCESS_FLAGS)} go together (missing "
+                         f"{', '.join(missing)}); or pass --distributed alone to let JAX detect "
+                         f"them (TPU VM pods, SLURM, Open MPI)")
+    from perturbjax.train.parallel import initialize_processes
+
+    try:
+        initialize_processes(*given)
+    except (ValueError, RuntimeError) as e:
+        hint = (f" (JAX detected no cluster; elsewhere pass {', '.join(_PROCESS_FLAGS)})"
+                if given == [None] * 3 else "")
+        raise SystemExit(f"perturbjax train: cannot join JAX's distributed runtime: {e}{hint}")
+
+
 def _train(args, rest) -> None:
     # Imported here to keep `--help` fast.
     from perturbjax.train.checkpoint import Preempted, WorkdirConflict
@@ -55,6 +85,7 @@ def _train(args, rest) -> None:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
     except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
         raise SystemExit(f"perturbjax: error in --config: {e}")
+    _join_processes(args)
     path, _, variant = args.config.partition(".py:")
     experiment = os.path.splitext(os.path.basename(path))[0]
     try:
@@ -68,7 +99,10 @@ def _train(args, rest) -> None:
         print(f"perturbjax: {e}. The run is not finished (no summary.json); rerun the same "
               f"command to resume from step {e.step}.", file=sys.stderr)
         return
-    _print_table(summary)
+    import jax
+
+    if jax.process_index() == 0:
+        _print_table(summary)
 
 
 def _print_table(summary: dict) -> None:
@@ -173,12 +207,25 @@ def main(argv: list[str] | None = None) -> None:
                     "and write config.json, metrics.jsonl and summary.json to the workdir. "
                     "A workdir with checkpoints (train.checkpoint.every > 0) is resumed exactly "
                     "from the latest one; one with another config is refused. SIGTERM saves a "
-                    "checkpoint and exits with status 0. Further arguments --config.KEY=VALUE override config fields.")
+                    "checkpoint and exits with status 0. Further arguments --config.KEY=VALUE override config fields. "
+                    "Multi-host: start one process per host (or several on one machine) with "
+                    "--coordinator-address, --num-processes and --process-id, or --distributed "
+                    "where JAX detects them (TPU VM pods); train.data_parallel must be on, the "
+                    "workdir on a filesystem all processes see, and process 0 alone writes the run files.")
     train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     train.add_argument("--workdir", required=True, help="run directory (created if missing)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--group", help="W&B group (default: the experiment file's name)")
     train.add_argument("--job-type", help="W&B job type (default: the variant)")
+    train.add_argument("--coordinator-address", "--coordinator_address", metavar="HOST:PORT",
+                       help="multi-host: process 0's address, the same in every process")
+    train.add_argument("--num-processes", "--num_processes", type=int, metavar="N",
+                       help="multi-host: the number of processes")
+    train.add_argument("--process-id", "--process_id", type=int, metavar="I",
+                       help="multi-host: this process's index, 0 to N-1")
+    train.add_argument("--distributed", action="store_true",
+                       help="multi-host without the three options above: JAX detects them "
+                            "(Cloud TPU VM pods, SLURM, Open MPI)")
     launch = commands.add_parser(
         "launch", help="run an experiment or its sweep as train runs, locally or on a TPU VM",
         description="Expand an experiment into `perturbjax train` runs (one, or one per "
@@ -188,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                     "--config.KEY=VALUE overrides apply to every run, before the sweep's own. "
                     "local: run them as subprocesses (output in WORKDIR/train.log), or print the "
                     "commands with --dry-run. tpu-vm: print the gcloud ssh --worker=all lines "
-                    "(setup, then one per run, to run one after another); --execute runs them.")
+                    "(setup, then one per run, to run one after another, each `train "
+                    "--distributed` on all workers: one multi-host run); --execute runs them.")
     launch.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     launch.add_argument("--sweep", action="store_true", help="one run per get_sweep() entry")
     launch.add_argument("--root", required=True, help="directory of the runs' workdirs")

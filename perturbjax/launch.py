@@ -32,12 +32,15 @@ Targets.
           resumes them).
   tpu-vm  prints `gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command=...`
           lines: one setup line (venv, `pip install -e .`, `--setup`) and one line per run,
-          which runs `perturbjax train` in the foreground on every worker of the TPU VM (the
-          workers of a pod run the same command; JAX finds its peers on TPU VMs by itself). The
-          lines are meant to run one after another: a TPU is held by one process, so runs on
-          the same VM cannot overlap, and a line returns when its run has finished on all
-          workers. `--execute` runs them so, stopping at the first failure. ROOT is relative to
-          the repository directory on the VM (each worker writes its own copy on its disk).
+          which runs `perturbjax train --distributed` in the foreground on every worker of the
+          TPU VM: the workers of a pod are the processes of one multi-host run, which
+          `jax.distributed.initialize()` finds by itself on TPU VMs (a pod of several workers
+          needs `--config.train.data_parallel=True`). The lines are meant to run one after
+          another: a TPU is held by one process, so runs on the same VM cannot overlap, and a
+          line returns when its run has finished on all workers. `--execute` runs them so,
+          stopping at the first failure. ROOT is relative to the repository directory on the VM;
+          worker 0 writes the run directories (and the checkpoints: resuming a pod's run needs
+          ROOT on a filesystem that every worker mounts).
 """
 
 from __future__ import annotations
@@ -138,10 +141,11 @@ def _file(config_spec: str) -> str:
     return path + ".py" if sep else path
 
 
-def train_args(config_spec: str, run: Run, group: str) -> list[str]:
-    """The arguments after `perturbjax`: `train --config ... --workdir ... --group ... ...`."""
+def train_args(config_spec: str, run: Run, group: str, *flags: str) -> list[str]:
+    """The arguments after `perturbjax`: `train --config ... --workdir ... --group ... ...`,
+    with `flags` (e.g. `--distributed`) before the config overrides."""
     return (["train", "--config", config_spec, "--workdir", run.workdir, "--group", group,
-             "--job-type", run.job_type, "--no-progress"]
+             "--job-type", run.job_type, "--no-progress", *flags]
             + [f"--config.{o}" for o in run.overrides])
 
 
@@ -225,7 +229,8 @@ def tpu_vm_commands(config_spec: str, runs: Sequence[Run], group: str, *, tpu: s
         setup_cmd += f" && {{ {setup.strip()} ; }}"
     lines = [ssh + [f"--command={setup_cmd}"]]
     for run in runs:
-        train = shlex.join(["perturbjax", *train_args(config_spec, run, group)])
+        # The workers of a pod are the processes of one run (one worker: one process).
+        train = shlex.join(["perturbjax", *train_args(config_spec, run, group, "--distributed")])
         lines.append(ssh + [f"--command={activate} && {train}"])
     return lines
 

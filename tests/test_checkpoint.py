@@ -21,15 +21,21 @@ import orbax.checkpoint as ocp
 import pytest
 
 from perturbjax import cli
-from perturbjax.config import load_config
+from perturbjax.config import apply_overrides, config_to_json, load_config
 from perturbjax.tasks import make_task
-from perturbjax.train.checkpoint import Checkpoints
+from perturbjax.tasks.perturbation import base_config
+from perturbjax.train.checkpoint import (
+    Checkpoints,
+    WorkdirConflict,
+    check_workdir_config,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "experiments", "demo.py")
 # Checkpoints at steps 7, 14, 21, 28 and 30 (the last) of the variant's 30; evaluations at 15, 30.
 EVERY = ["--config.train.checkpoint.every=7"]
 TIMEOUT_S = 300
+TIMINGS = ("step_time_s", "steps_per_s", "examples_per_s")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ def _assert_same_results(summary, reference):
 def _assert_same_records(workdir, reference_dir):
     """The same (split, step) records, none twice, with the same values (timings aside)."""
     def strip(records):
-        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records
+        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records
                 if r["split"] != "preempted"]
 
     records = _records(workdir)
@@ -186,6 +192,52 @@ def test_a_changed_config_is_refused(reference):
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(workdir),
                   "--no-progress", "--config.train.num_steps=31"])
     assert before == {name: (workdir / name).read_text() for name in before}
+
+
+def test_config_json_without_newer_keys_at_their_defaults_is_accepted(tmp_path):
+    """A workdir from before keys were added: accepted while they keep their defaults."""
+    def old_config(*drop):
+        config = json.loads(config_json)
+        for key in drop:
+            section, name = key.split(".")
+            del config[section][name]
+        (tmp_path / "config.json").write_text(json.dumps(config))
+
+    config = load_config(f"{DEMO}:test")
+    config_json, defaults = config_to_json(config), config_to_json(base_config())
+    old_config("train.data_parallel", "train.num_devices")
+    check_workdir_config(str(tmp_path), config_json, defaults)
+    # Without the defaults, or with a new value other than the default, it is refused.
+    with pytest.raises(WorkdirConflict, match=r"train\.data_parallel: '<missing>' -> False"):
+        check_workdir_config(str(tmp_path), config_json)
+    changed = config_to_json(apply_overrides(config, ["train.num_devices=2"]))
+    with pytest.raises(WorkdirConflict, match=r"1 difference.*train\.num_devices: '<missing>' -> 2"):
+        check_workdir_config(str(tmp_path), changed, defaults)
+    # A key the experiment sets away from the default (the demo's model.hidden) is a real
+    # difference even when missing, and so is any changed value.
+    old_config("model.hidden")
+    with pytest.raises(WorkdirConflict, match=r"model\.hidden: '<missing>' -> 32"):
+        check_workdir_config(str(tmp_path), config_json, defaults)
+    old_config()
+    changed = config_to_json(apply_overrides(config, ["seed=1"]))
+    with pytest.raises(WorkdirConflict, match=r"seed: 0 -> 1"):
+        check_workdir_config(str(tmp_path), changed, defaults)
+
+
+def test_train_accepts_a_workdir_from_before_new_keys(tmp_path):
+    """The loop passes the task's defaults: the same command runs on such a workdir."""
+    workdir = tmp_path / "run"
+    args = ["train", "--config", f"{DEMO}:test", "--workdir", str(workdir), "--no-progress",
+            "--config.model.name=mean", "--config.baselines=[]"]  # a baseline: seconds
+    cli.main(args)
+    config = json.loads((workdir / "config.json").read_text())
+    del config["train"]["num_devices"]
+    (workdir / "config.json").write_text(json.dumps(config))
+    cli.main(args)
+    assert json.loads((workdir / "config.json").read_text())["train"]["num_devices"] == 0
+    (workdir / "config.json").write_text(json.dumps(config))  # the old file again
+    with pytest.raises(SystemExit, match=r"train\.num_devices: '<missing>' -> 2"):
+        cli.main([*args, "--config.train.num_devices=2"])
 
 
 def test_batches_resume_at_any_step():

@@ -25,8 +25,8 @@ def _train_args(argv):
     args, rest = {}, argv[i + 1:]
     j = 0
     while j < len(rest):
-        if rest[j] == "--no-progress":
-            args["--no-progress"] = True
+        if rest[j] in ("--no-progress", "--distributed"):
+            args[rest[j]] = True
             j += 1
         elif rest[j].startswith("--config."):
             args.setdefault("overrides", []).append(rest[j][len("--config."):])
@@ -137,7 +137,11 @@ def test_tpu_vm_dry_run_prints_quoted_gcloud_lines(tmp_path, capsys):
         assert _train_args(train) == {
             "--config": f"{CONSENSUS}:test", "--workdir": f"runs/consensus/data.fold={k}",
             "--group": "hetionet_lincs_consensus", "--job-type": f"test,data.fold={k}",
-            "--no-progress": True, "overrides": ["wandb.tags=['tpu run']", f"data.fold={k}"]}
+            "--no-progress": True, "--distributed": True,
+            "overrides": ["wandb.tags=['tpu run']", f"data.fold={k}"]}
+        # The printed command parses as a multi-host train invocation.
+        args, _ = _train_parser_args(train[1:])
+        assert args.distributed and args.process_id is None
 
 
 def test_sweep_needs_get_sweep(tmp_path):

@@ -10,6 +10,7 @@ from flax import nnx
 
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
+from perturbjax.eval.compare import provenance
 from perturbjax.tasks import make_task
 from perturbjax.train.loop import make_steps, predict, train_and_evaluate
 from perturbjax.train.optim import make_optimizer
@@ -81,6 +82,11 @@ def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == [10, 20, 30]
     assert {"loss", "learning_rate", "grad_norm", "param_norm", "update_norm"} <= set(train[0])
+    # Throughput of each logging interval (what W&B gets is these same records).
+    for r in train:
+        assert all(r[k] > 0 for k in ("step_time_s", "steps_per_s", "examples_per_s")), r
+        assert np.isclose(r["examples_per_s"], r["steps_per_s"] * config.train.batch_size)
+        assert np.isclose(r["step_time_s"] * r["steps_per_s"], 1.0)
     assert [r["step"] for r in records if r["split"] == "validation"] == [15, 30]
     # Model selection used validation only: the selected step is one that was evaluated.
     assert on_disk["selected_step"] in (15, 30)
@@ -140,6 +146,9 @@ def test_compare_writes_a_readme_section(tmp_path, capsys):
     assert text.startswith("intro\n<!-- results:x -->\n| model |") and text.endswith("<!-- /results:x -->\noutro\n")
     assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 0.141 |" in text
     assert "2 runs on 2 CPU cores (JAX on CPU). Mean wall time per run" in text and "runs 20 s." in text
+    pod = {"cpus": 96, "jax_backend": "tpu", "devices": ["TPU v4"], "processes": 4}
+    assert provenance({"pod": [{"host": pod, "wall_time_s": 60}]}, "c").startswith(
+        "1 runs on 4 processes of 96 CPU cores and tpu (TPU v4).")
     assert f"Written by `perturbjax compare {tmp_path / 'runs'} --part test" in text
     with pytest.raises(SystemExit, match="no '<!-- results:y -->'"):
         cli.main(["compare", *args[:-1], f"{readme}:y"])

@@ -53,8 +53,12 @@ def _host(host: dict | None) -> str:
     if not host:
         return "unrecorded hardware"
     if host["jax_backend"] == "cpu":
-        return f"{host['cpus']} CPU cores (JAX on CPU)"
-    return f"{host['cpus']} CPU cores and {host['jax_backend']} ({', '.join(host['devices'])})"
+        text = f"{host['cpus']} CPU cores (JAX on CPU)"
+    else:
+        text = f"{host['cpus']} CPU cores and {host['jax_backend']} ({', '.join(host['devices'])})"
+    # A multi-host run: `cpus` are one process's; summaries before multi-host lack the key.
+    processes = host.get("processes", 1)
+    return text if processes == 1 else f"{processes} processes of {text}"
 
 
 def write_section(path: str, section: str, text: str) -> None:

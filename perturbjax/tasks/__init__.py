@@ -7,8 +7,18 @@ from perturbjax.tasks.perturbation import PerturbationTask
 TASKS = {"perturbation": PerturbationTask}
 
 
+def _task_class(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
 def make_task(config: ml_collections.ConfigDict):
     """The task named by `config.task`, built from the config."""
-    if config.task not in TASKS:
-        raise ValueError(f"unknown task {config.task!r}; expected one of {sorted(TASKS)}")
-    return TASKS[config.task](config)
+    return _task_class(config.task)(config)
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+    """Every setting of task `name` at its default: what a key that an older run's config.json
+    lacks meant (see `checkpoint.check_workdir_config`)."""
+    return _task_class(name).default_config()

@@ -147,6 +147,7 @@ class PerturbationTask:
     """Predict readout-gene signatures of held-out conditions from the knowledge graph."""
 
     selection_metric = SELECTION_METRIC
+    default_config = staticmethod(base_config)
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

@@ -14,6 +14,12 @@ The validation-selected parameters travel in every checkpoint (`best_params`), s
 resume needs them; so rotation never loses the best model, and the last checkpoint of a
 finished run holds both the final and the selected parameters, with no separate best-checkpoint
 policy.
+
+In a multi-host run every process calls save and restore (Orbax synchronises them, and process 0
+writes: the arrays saved are host copies, the same in every process), so the workdir must be on a
+filesystem that every process sees (one machine's disk, NFS, a Filestore or gcsfuse mount) to
+be resumed: a process that cannot read the checkpoints cannot resume, and `latest_step` stops
+all of them when they disagree (before they could wait for each other forever).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import threading
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from perturbjax.train.parallel import same_on_every_process
 
 ITEMS = ("state", "loop", "config", "description")
 
@@ -43,10 +52,13 @@ class Preempted(Exception):
         self.step, self.directory = step, directory
 
 
-def check_workdir_config(workdir: str, config_json: str) -> None:
+def check_workdir_config(workdir: str, config_json: str, defaults_json: str = "{}") -> None:
     """Refuses a workdir whose config.json is not `config_json`.
 
-    Resuming, or appending metrics, from another experiment would silently mix two runs.
+    Resuming, or appending metrics, from another experiment would silently mix two runs. A key
+    absent from the old config.json is accepted when its new value equals its value in
+    `defaults_json` (the config every setting starts from): such a key was added to the code
+    after that run started, and its default keeps the old behaviour.
 
     Raises:
       WorkdirConflict: naming the keys that differ and how to start fresh.
@@ -57,8 +69,12 @@ def check_workdir_config(workdir: str, config_json: str) -> None:
     with open(path) as f:
         old = _flatten(json.load(f))
     new = _flatten(json.loads(config_json))
+    defaults = _flatten(json.loads(defaults_json))
+    missing = object()
     diff = [f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}"
-            for k in sorted(set(old) | set(new)) if old.get(k, object()) != new.get(k, object())]
+            for k in sorted(set(old) | set(new))
+            if old.get(k, missing) != new.get(k, missing)
+            and not (k not in old and k in defaults and new.get(k, missing) == defaults[k])]
     if diff:
         raise WorkdirConflict(
             f"{path} holds another run's config ({len(diff)} difference(s): {'; '.join(diff[:5])}"
@@ -99,10 +115,20 @@ class Checkpoints:
         return self._manager
 
     def latest_step(self) -> int | None:
-        """The newest completed checkpoint's step (interrupted saves are not counted)."""
-        if not os.path.isdir(self.directory):
-            return None
-        return self.manager.latest_step()
+        """The newest completed checkpoint's step (interrupted saves are not counted).
+
+        With several processes every one must see the same (creating the manager is a barrier,
+        and a resume a collective decision), else all raise a RuntimeError.
+        """
+        shared = ("a multi-host run resumes only from a workdir that every process sees (NFS, "
+                  "Filestore, gcsfuse); else pass another --workdir or delete the checkpoints")
+        exists = os.path.isdir(self.directory)
+        same_on_every_process(int(exists), f"whether {self.directory} exists (1) or not (0)",
+                              shared)
+        step = self.manager.latest_step() if exists else None
+        same_on_every_process(-1 if step is None else step,
+                              f"the latest checkpoint in {self.directory} (-1: none)", shared)
+        return step
 
     def save(self, step: int, state: dict, loop: dict, config_json: str, description: dict) -> None:
         """Starts an asynchronous save of `state` (a pytree of arrays) and the JSON items.
@@ -149,27 +175,45 @@ class Checkpoints:
 
 
 class SigtermFlag:
-    """Context manager: while active, SIGTERM sets `.is_set` instead of killing the process.
+    """Context manager: while active, SIGTERM asks the loop to stop at a step boundary.
 
-    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop checks the
-    flag at each step boundary, saves a checkpoint and stops cleanly. Outside the block (and in a
-    thread other than the main one, where Python cannot install handlers) SIGTERM keeps its
-    previous meaning.
+    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop asks
+    `reached(step)` at every step and, when true, saves a checkpoint and stops cleanly. In a
+    single process the flag is set by a Python handler; outside the block (and in a thread other
+    than the main one, where Python cannot install handlers) SIGTERM keeps its previous meaning.
+
+    With several processes each may get the signal at a different step, and a process that
+    stopped alone would leave the others waiting in a collective. JAX's distributed runtime
+    catches SIGTERM there itself (its preemption notifier) and the processes agree on one step to
+    stop at: `reached` asks it (`multihost_utils.reached_preemption_sync_point`), so every
+    process must call it at every step, as the loop does. No Python handler is installed then
+    (it would replace the runtime's), and with `enabled=False` SIGTERM stays caught by the
+    runtime: the run goes on.
     """
 
     def __init__(self, enabled: bool = True):
         self.is_set = False
-        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._processes = jax.process_count()
+        self._enabled = enabled and (self._processes > 1
+                                     or threading.current_thread() is threading.main_thread())
         self._previous = None
 
     def _handler(self, signum, frame):
         self.is_set = True
 
+    def reached(self, step: int) -> bool:
+        """Whether to stop after `step` (in every process at the same step)."""
+        if not self._enabled:
+            return False
+        if self._processes > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.is_set
+
     def __enter__(self) -> "SigtermFlag":
-        if self._enabled:
+        if self._enabled and self._processes == 1:
             self._previous = signal.signal(signal.SIGTERM, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._enabled:
+        if self._enabled and self._processes == 1:
             signal.signal(signal.SIGTERM, self._previous)

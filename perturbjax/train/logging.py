@@ -46,16 +46,21 @@ class RunLogger:
 
     The W&B run's group is `group`, else `experiment`; its job type is `job_type`, else `variant`
     (`perturbjax launch` gives all runs of a sweep one group and each its own job type).
+
+    With `write=False` it records nothing: the processes of a multi-host run other than the
+    first compute the same metrics, and one process writes them.
     """
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict, experiment: str = "",
                  variant: str = "", keep_bytes: int = 0, group: str | None = None,
-                 job_type: str | None = None):
+                 job_type: str | None = None, write: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = self._wandb = None
+        if not write:
+            return
         if os.path.exists(self.path) and os.path.getsize(self.path) > keep_bytes:
             os.truncate(self.path, keep_bytes)
         self._file = open(self.path, "a")
-        self._wandb = None
         mode = wandb_mode(config)
         if mode != "disabled":
             import wandb  # imported lazily: it is slow to import and tests disable it
@@ -67,6 +72,8 @@ class RunLogger:
                 config=config.to_dict(), dir=workdir, mode=mode)
 
     def log(self, step: int, split: str, metrics: dict) -> None:
+        if self._file is None:
+            return
         record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -76,10 +83,11 @@ class RunLogger:
                             step=int(step))
 
     def offset(self) -> int:
-        """Bytes written so far (every record is flushed when logged)."""
-        return self._file.tell()
+        """Bytes written so far (every record is flushed when logged); 0 when not writing."""
+        return 0 if self._file is None else self._file.tell()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._wandb is not None:
             self._wandb.finish()

@@ -14,15 +14,29 @@ final test evaluation, and the run directory:
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
 metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM the loop saves a
-checkpoint at the next step boundary and raises `checkpoint.Preempted` (no summary.json).
+checkpoint at the next step boundary (with several processes, at a step they agree on; see
+`checkpoint.SigtermFlag`) and raises `checkpoint.Preempted` (no summary.json).
 
 With `train.data_parallel` the steps are the shard_map ones of `parallel.py`: the global batch
-`train.batch_size` is split over a 1-D "data" mesh of all local devices (or the first
-`train.num_devices`), and parameters, optimizer state and the padded graph are replicated.
+`train.batch_size` is split over a 1-D "data" mesh of all devices (or the first
+`train.num_devices` of a single process), and parameters, optimizer state and the padded graph
+are replicated.
+
+With several processes (multi-host, after `parallel.initialize_processes`; `train.data_parallel`
+is then required) every process runs the whole loop, evaluation and baselines included, on the
+same global batches, of which it builds only its devices' shares; all call the checkpoint saves
+and restores. Only process 0 writes config.json, metrics.jsonl, summary.json, the task's records
+and W&B, and shows progress bars.
+
+Train records carry, besides the step's statistics and learning rate, the throughput of the
+interval since the previous train record: `step_time_s` (mean wall seconds per step),
+`steps_per_s` and `examples_per_s` (global batch conditions per second). Evaluation and
+checkpoint saves are not counted; the first interval includes compilation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -35,7 +49,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
-from perturbjax.tasks import make_task
+from perturbjax.tasks import default_config, make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
@@ -74,7 +88,15 @@ def predict(predict_step, params, task, part: str, inputs=None, shares=None) -> 
 def host() -> dict:
     """What ran the job, for the summary (results tables name their hardware)."""
     return {"cpus": os.cpu_count(), "jax_backend": jax.default_backend(),
-            "devices": sorted({d.device_kind for d in jax.devices()}), "jax": jax.__version__}
+            "devices": sorted({d.device_kind for d in jax.devices()}), "jax": jax.__version__,
+            "processes": jax.process_count(), "device_count": jax.device_count()}
+
+
+def _write(path: str, text: str) -> None:
+    """Writes whole or not at all: the other processes of a multi-host run may be reading it."""
+    with open(f"{path}.tmp", "w") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, experiment: str = "",
@@ -94,23 +116,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
       checkpoint.WorkdirConflict: `workdir/config.json` holds a different config.
       checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
         summary.json was not written (rerunning resumes).
+      ValueError: several processes without `train.data_parallel`.
+      RuntimeError: the processes see different checkpoints (a workdir not shared by all; see
+        `checkpoint.Checkpoints.latest_step`).
     """
     start = time.time()
+    if jax.process_count() > 1 and not config.train.data_parallel:
+        raise ValueError(f"{jax.process_count()} processes train one model only with data "
+                         f"parallelism: pass --config.train.data_parallel=True")
+    primary = jax.process_index() == 0
+    progress = progress and primary
     os.makedirs(workdir, exist_ok=True)
     config_json = config_to_json(config)
-    check_workdir_config(workdir, config_json)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_json)
+    check_workdir_config(workdir, config_json, config_to_json(default_config(config.task)))
+    if primary:
+        _write(os.path.join(workdir, "config.json"), config_json)
     task = make_task(config)
-    for name, record in task.artifacts().items():
-        with open(os.path.join(workdir, name), "w") as f:
-            json.dump(record, f)
+    if primary:
+        for name, record in task.artifacts().items():
+            _write(os.path.join(workdir, name), json.dumps(record))
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
     resume = None if task.model_is_baseline else ckpt.latest_step()
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
                        keep_bytes=loop_state["metrics_offset"] if loop_state else 0,
-                       group=group, job_type=job_type)
+                       group=group, job_type=job_type, write=primary)
     summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
                "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
                "resumed_from_step": resume, **task.describe()}
@@ -131,9 +161,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
         logger.close()
     summary["wall_time_s"] = round(time.time() - start, 2)
     summary["peak_rss_gib"] = round(peak_rss_gib(), 3)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if primary:
+        _write(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
+
+
+class _TrainClock:
+    """Wall time of the training steps between train records (evaluation and checkpoint saves
+    paused out), as step_time_s, steps_per_s and examples_per_s."""
+
+    def __init__(self, step: int, batch_size: int):
+        self.step, self.start, self.batch_size = step, time.time(), batch_size
+
+    def lap(self, step: int) -> dict:
+        now = time.time()
+        seconds, steps = max(now - self.start, 1e-9), step - self.step
+        self.step, self.start = step, now
+        return {"step_time_s": seconds / steps, "steps_per_s": steps / seconds,
+                "examples_per_s": steps * self.batch_size / seconds}
+
+    @contextlib.contextmanager
+    def paused(self, outputs):
+        """Time in the block is not training time. The step's `outputs` are waited for first:
+        steps run asynchronously, and the step's own compute is training time."""
+        jax.block_until_ready(outputs)
+        begin = time.time()
+        try:
+            yield
+        finally:
+            self.start += time.time() - begin
 
 
 def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dict:
@@ -154,7 +210,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         # Replicated once, so every step sees the same shardings (one compilation) and the
         # padded graph is not copied to the devices again at every step.
         place = lambda tree: replicate(tree, mesh)  # noqa: E731
-        shares = Shares(mesh.size, tuple(range(mesh.size)))
+        shares = Shares.of(mesh)
     else:
         train_step, predict_step = make_steps(task, graphdef, rest, tx)
         place = lambda tree: tree  # noqa: E731
@@ -185,7 +241,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
 
     bar = tqdm(range(first + 1, t.num_steps + 1), desc="train", disable=not progress,
                mininterval=0.5, initial=first, total=t.num_steps)
-    step_start = time.time()
+    clock = _TrainClock(first, t.batch_size)
     with SigtermFlag(enabled=every > 0) as sigterm:
         for step in bar:
             key, step_key = jax.random.split(key)
@@ -194,25 +250,26 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 stats = jax.device_get(stats)
                 if not np.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
-                elapsed, step_start = time.time() - step_start, time.time()
                 logger.log(step, "train", {**stats, "learning_rate": float(schedule(step)),
-                                           "steps_per_s": t.log_every / max(elapsed, 1e-9)})
+                                           **clock.lap(step)})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % t.eval_every == 0 or step == t.num_steps:
-                val = task.metrics("validation",
-                                   predict(predict_step, params, task, "validation", inputs, shares))
+                with clock.paused(stats):
+                    val = task.metrics("validation", predict(predict_step, params, task,
+                                                             "validation", inputs, shares))
                 logger.log(step, "validation", val)
                 if val[metric] > best["score"]:
                     best = {"score": val[metric], "step": step,
                             "params": jax.tree.map(np.array, params)}
                 bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
-            if sigterm.is_set:
+            if sigterm.reached(step):
                 logger.log(step, "preempted", {"checkpoint_step": step})
                 save(step)
                 ckpt.wait()
                 raise Preempted(step, ckpt.directory)
             if every > 0 and (step % every == 0 or (step == t.num_steps and step >= every)):
-                save(step)
+                with clock.paused(stats):
+                    save(step)
 
     # The test part is evaluated once, with the parameters chosen on validation.
     chosen = place(jax.tree.map(jnp.asarray, best["params"]))

@@ -19,7 +19,18 @@ device's index (`jax.lax.axis_index("data")`), so the shares draw different mask
 masks differ from the single-device step's: the two then agree in distribution only.
 
 Predictions are sharded the same way (each device predicts its share of the eval batch, and the
-shares are concatenated back to `[B, ...]`), so evaluation scales with the devices too.
+shares are concatenated back to `[B, ...]`, replicated on every device), so evaluation scales
+with the devices too.
+
+Several processes (multi-host: a TPU VM pod's workers, or processes on one machine) join JAX's
+distributed runtime first (`initialize_processes`); the mesh then spans the devices of all
+processes, in `jax.devices()` order. Every process draws the same global batch and builds only
+the shares of its own devices (`Shares.of(mesh)`), which `ShardedStep` assembles into one global
+array with `jax.make_array_from_process_local_data`; the parameters, optimizer state and graph
+are replicated from identical values in every process, and predictions come back replicated, so
+every process sees all of them in global order. Every process must run the same jitted steps in
+the same order (their collectives pair up across processes); `same_on_every_process` checks a
+decision that must not differ before it is taken.
 
 A detail of `shard_map` (with its default `check_vma=True`): differentiating a device-varying
 loss with respect to *replicated* parameters already sums the gradient over the devices (the
@@ -31,11 +42,13 @@ then `pmean`-ed, the parameters are first marked device-varying with
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -44,15 +57,50 @@ from perturbjax.train.optim import apply_gradients
 AXIS = "data"
 
 
+def initialize_processes(coordinator_address: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None) -> None:
+    """Joins JAX's distributed runtime, before anything touches a JAX device.
+
+    Without arguments JAX detects them (Cloud TPU VMs, SLURM, Open MPI). Computations spanning
+    processes on CPU need a collectives library: gloo is set unless
+    $JAX_CPU_COLLECTIVES_IMPLEMENTATION chooses one. The option configures the CPU client only, so
+    it is inert on TPUs and GPUs (their collectives are the accelerator's); setting it always is
+    the one rule that needs no knowledge of the backend, which is not known before the backends
+    start (JAX_PLATFORMS is usually unset, also on a machine without accelerators).
+    """
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
 def make_mesh(num_devices: int = 0) -> Mesh:
-    """A 1-D mesh named ("data",) over the first `num_devices` local devices (all when <= 0)."""
-    devices = jax.local_devices()
-    if num_devices > 0:
+    """A 1-D mesh named ("data",) over all devices of all processes, or, in a single process,
+    over its first `num_devices` (all when <= 0)."""
+    devices = jax.devices()
+    if num_devices > 0 and num_devices != len(devices):
+        if jax.process_count() > 1:
+            raise ValueError(f"train.num_devices={num_devices} with {jax.process_count()} "
+                             f"processes: their mesh spans all {len(devices)} devices; leave "
+                             f"train.num_devices=0")
         if num_devices > len(devices):
             raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} local "
                              f"devices are available ({jax.default_backend()})")
         devices = devices[:num_devices]
     return Mesh(np.array(devices), (AXIS,))
+
+
+def same_on_every_process(value: int, what: str, remedy: str = "") -> None:
+    """Raises, in every process, unless all processes pass the same `value` (one collective).
+
+    Raises:
+      RuntimeError: naming `what`, each process's value and the `remedy`.
+    """
+    if jax.process_count() == 1:
+        return
+    values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
+    if np.any(values != values[0]):
+        raise RuntimeError(f"the processes disagree on {what}: {values.tolist()} (process i's "
+                           f"value at position i){'; ' + remedy if remedy else ''}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +114,13 @@ class Shares:
 
     total: int
     local: tuple[int, ...]
+
+    @classmethod
+    def of(cls, mesh: Mesh) -> Shares:
+        """One share per device of `mesh`; this process builds those of its own devices."""
+        me = jax.process_index()
+        return cls(mesh.size, tuple(i for i, d in enumerate(mesh.devices.flat)
+                                    if d.process_index == me))
 
     def split(self, idx: np.ndarray) -> list[np.ndarray]:
         """The local shares of the batch `idx`: share i holds rows [i * B/n, (i + 1) * B/n).
@@ -91,8 +146,9 @@ def replicate(tree, mesh: Mesh):
 
 
 class ShardedStep:
-    """A jitted step taking a batch stacked over devices (`[n_devices, ...]` leaves): places row i
-    on device i and calls the jitted shard_map function. `_cache_size()` is the jitted function's, so a
+    """A jitted step taking this process's shares of a batch, stacked (`[n_local, ...]` leaves, in
+    mesh order): makes them one global `[n_devices, ...]` array whose row i is on device i of the
+    mesh, and calls the jitted shard_map function. `_cache_size()` is the jitted function's, so a
     run's summary counts its compilations as for the single-device steps."""
 
     def __init__(self, jitted: Callable, mesh: Mesh):
@@ -102,7 +158,8 @@ class ShardedStep:
 
     def __call__(self, *args):
         *rest, batch = args
-        batch = jax.device_put(batch, self._batch_sharding)
+        batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+            self._batch_sharding, x, (self.mesh.size, *np.shape(x)[1:])), batch)
         return self._jitted(*rest, batch)
 
     def _cache_size(self) -> int:
@@ -113,9 +170,11 @@ def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
     """Data-parallel versions of `loop.make_steps`, with the same signatures.
 
     train_step(params, opt_state, key, inputs, batch) -> (params, opt_state, stats) and
-    predict_step(params, inputs, batch) -> [B, ...] predictions, where `batch` is stacked over
-    the mesh's devices (`[n, B / n, ...]` leaves; see `Shares`). Parameters and optimizer state should be placed with
-    `replicate(..., mesh)` so that every call sees the same input shardings (one compilation).
+    predict_step(params, inputs, batch) -> [B, ...] predictions, where `batch` holds this
+    process's shares stacked (`[n_local, B / n, ...]` leaves; see `Shares`). Parameters and
+    optimizer state should be placed with `replicate(..., mesh)` so that every call sees the same
+    input shardings (one compilation). Outputs are replicated on every device, so every process
+    can read all of them (the predictions in global order).
     """
 
     def local_train_step(params, opt_state, key, inputs, batch):
@@ -143,5 +202,7 @@ def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
                             out_specs=P(AXIS))(params, inputs, batch)
         return out.reshape(-1, *out.shape[2:])  # [n, B / n, ...] -> [B, ...]
 
+    # Replicated predictions: with several processes a sharded result would leave each process
+    # only its own rows; this is one all-gather inside the compiled step.
     return (ShardedStep(jax.jit(train, donate_argnums=(0, 1)), mesh),
-            ShardedStep(jax.jit(predict), mesh))
+            ShardedStep(jax.jit(predict, out_shardings=NamedSharding(mesh, P())), mesh))
