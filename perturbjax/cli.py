@@ -80,6 +80,7 @@ def _train(args, rest) -> None:
     # Imported here to keep `--help` fast.
     from perturbjax.train.checkpoint import Preempted, WorkdirConflict
     from perturbjax.train.loop import train_and_evaluate
+    from perturbjax.train.parallel import ProcessSetupError
 
     try:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
@@ -92,7 +93,7 @@ def _train(args, rest) -> None:
         summary = train_and_evaluate(config, args.workdir, experiment=experiment,
                                      variant=variant, progress=not args.no_progress,
                                      group=args.group, job_type=args.job_type)
-    except WorkdirConflict as e:
+    except (WorkdirConflict, ProcessSetupError) as e:
         raise SystemExit(f"perturbjax: {e}")
     except Preempted as e:
         # Exit status 0: the run stopped as asked, with its state saved.

@@ -28,6 +28,7 @@ from perturbjax import cli
 from perturbjax.config import load_config
 from perturbjax.train import loop
 from perturbjax.train.checkpoint import Checkpoints
+from perturbjax.train.parallel import ProcessSetupError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "experiments", "demo.py")
@@ -196,6 +197,9 @@ def test_distributed_alone_outside_a_cluster_says_what_to_pass(tmp_path):
 
 def test_several_processes_need_data_parallelism(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.jax, "process_count", lambda: 2)
-    with pytest.raises(ValueError, match=r"2 processes .*--config\.train\.data_parallel=True"):
+    with pytest.raises(ProcessSetupError, match=r"2 processes .*--config\.train\.data_parallel=True"):
         loop.train_and_evaluate(load_config(f"{DEMO}:test"), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+    # The command says so in one line, without a traceback.
+    with pytest.raises(SystemExit, match=r"^perturbjax: 2 processes train one model only"):
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "run")])

@@ -118,7 +118,7 @@ class Checkpoints:
         """The newest completed checkpoint's step (interrupted saves are not counted).
 
         With several processes every one must see the same (creating the manager is a barrier,
-        and a resume a collective decision), else all raise a RuntimeError.
+        and a resume a collective decision), else all raise `parallel.ProcessSetupError`.
         """
         shared = ("a multi-host run resumes only from a workdir that every process sees (NFS, "
                   "Filestore, gcsfuse); else pass another --workdir or delete the checkpoints")

@@ -53,7 +53,8 @@ from perturbjax.tasks import default_config, make_task
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
-from perturbjax.train.parallel import Shares, make_mesh, make_parallel_steps, replicate
+from perturbjax.train.parallel import (ProcessSetupError, Shares, make_mesh, make_parallel_steps,
+                                       replicate)
 
 
 def make_steps(task, graphdef, rest, tx):
@@ -116,13 +117,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
       checkpoint.WorkdirConflict: `workdir/config.json` holds a different config.
       checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
         summary.json was not written (rerunning resumes).
-      ValueError: several processes without `train.data_parallel`.
-      RuntimeError: the processes see different checkpoints (a workdir not shared by all; see
+      parallel.ProcessSetupError: several processes without `train.data_parallel`, or processes
+        that see different checkpoints (a workdir not shared by all; see
         `checkpoint.Checkpoints.latest_step`).
     """
     start = time.time()
     if jax.process_count() > 1 and not config.train.data_parallel:
-        raise ValueError(f"{jax.process_count()} processes train one model only with data "
+        raise ProcessSetupError(f"{jax.process_count()} processes train one model only with data "
                          f"parallelism: pass --config.train.data_parallel=True")
     primary = jax.process_index() == 0
     progress = progress and primary

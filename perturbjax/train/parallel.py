@@ -89,17 +89,22 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
+class ProcessSetupError(RuntimeError):
+    """The processes of a multi-process run cannot go on together (a setting or a view of the
+    workdir that one process does not share, or a config that needs data parallelism)."""
+
+
 def same_on_every_process(value: int, what: str, remedy: str = "") -> None:
     """Raises, in every process, unless all processes pass the same `value` (one collective).
 
     Raises:
-      RuntimeError: naming `what`, each process's value and the `remedy`.
+      ProcessSetupError: naming `what`, each process's value and the `remedy`.
     """
     if jax.process_count() == 1:
         return
     values = np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)
     if np.any(values != values[0]):
-        raise RuntimeError(f"the processes disagree on {what}: {values.tolist()} (process i's "
+        raise ProcessSetupError(f"the processes disagree on {what}: {values.tolist()} (process i's "
                            f"value at position i){'; ' + remedy if remedy else ''}")
 
 
