@@ -21,10 +21,11 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 # 8: the plain step on one device, and the shard_map step on a 4-device mesh (2 conditions per
 # device). Dropout is 0, since with dropout the devices draw their own masks (the key is folded
 # with the device index) and the runs then agree in distribution only. The model is R-GCN: in
-# the GAT, attention vectors of relations whose destinations have a single incoming edge have
-# an exact gradient of zero, and Adam scales the rounding noise the two reduction orders leave
-# there up to learning-rate-sized steps, so those parameters drift apart by ~1e-3 although the
-# losses agree to ~1e-6.
+# the GAT, some attention vectors get tiny gradients (1e-12 to 1e-5 on the demo: relations whose
+# messages barely reach the batch's loss), Adam scales the rounding noise that the two reduction
+# orders leave in them up to learning-rate-sized steps, and those parameters drift apart by
+# ~1e-3 although the losses agree to ~1e-6. (Relations whose receivers have one in-edge each get
+# exactly zero gradient in both runs; they do not drift.)
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
