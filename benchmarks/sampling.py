@@ -7,7 +7,8 @@ Builds the task of `--config` (default experiments/primekg_scale.py: the PrimeKG
 graph, 129,375 nodes and 8.1M edges, written on first use) and times `--batches` training
 batches as the train loop gets them: k-hop sampling around the batch's drugs, cell lines and
 readout genes, then padding to the frozen budget. With `--run`, also reads that run's
-summary.json and metrics.jsonl (step time, peak memory, the metrics). Prints one JSON line;
+summary.json and metrics.jsonl (the median step time and conditions/s of the logged intervals
+after the first, which includes compilation; peak memory; the metrics). Prints one JSON line;
 `--write FILE:SECTION` also writes a table between the section's markers in FILE.
 """
 
@@ -59,15 +60,11 @@ def measure_sampler(config_arg: str, batches: int) -> dict:
 def read_run(run: str) -> dict:
     with open(os.path.join(run, "summary.json")) as f:
         summary = json.load(f)
-    with open(os.path.join(run, "config.json")) as f:
-        batch_size = json.load(f)["train"]["batch_size"]
     with open(os.path.join(run, "metrics.jsonl")) as f:
-        train = [r for r in map(json.loads, f) if r["split"] == "train"]
-    rates = [r["steps_per_s"] for r in train[1:]]  # the first interval includes compilation
-    step_s = float(np.median(1.0 / np.array(rates))) if rates else float("nan")
+        train = [r for r in map(json.loads, f) if r["split"] == "train"][1:]  # 1st: compilation
+    median = lambda key: round(float(np.median([r[key] for r in train])), 3)  # noqa: E731
     return {"run": run, "model": summary["model"], "steps": summary["step"],
-            "step_time_s": round(step_s, 3),
-            "examples_per_s": round(batch_size / step_s, 1),
+            "step_time_s": median("step_time_s"), "examples_per_s": median("examples_per_s"),
             "peak_rss_gib": summary.get("peak_rss_gib"), "wall_time_s": summary["wall_time_s"],
             "test_pearson_centered": summary["test"]["pearson_centered"],
             "baselines": {k: v["test"]["pearson_centered"] for k, v in summary["baselines"].items()},

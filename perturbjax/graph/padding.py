@@ -82,6 +82,19 @@ def _round_up(x: int, multiple: int) -> int:
     return int(math.ceil(x / multiple) * multiple)
 
 
+def flat_nodes(graph: HeteroGraph, schema: GraphSchema) -> tuple[np.ndarray, np.ndarray]:
+    """Every node's features (left-aligned, zero-filled to the widest type) and type id, in the
+    flat numbering (types in `schema.node_types` order): the padded layout's node arrays."""
+    features = np.zeros((graph.num_nodes, max(schema.feature_widths, default=0)), np.float32)
+    node_type = np.zeros(graph.num_nodes, np.int32)
+    offsets = graph.node_offsets()
+    for type_id, t in enumerate(schema.node_types):
+        ns, start = graph.nodes[t], offsets[t]
+        features[start:start + ns.count, :ns.feature_width] = ns.stacked_features()
+        node_type[start:start + ns.count] = type_id
+    return features, node_type
+
+
 def to_graphs_tuple(graph: HeteroGraph, budget: PaddingBudget | None = None,
                     schema: GraphSchema | None = None) -> jraph.GraphsTuple:
     """Flattens `graph` into one `GraphsTuple`, padded to `budget` when one is given.
@@ -102,15 +115,7 @@ def to_graphs_tuple(graph: HeteroGraph, budget: PaddingBudget | None = None,
     if unknown:
         raise ValueError(f"edge types {sorted(map(str, unknown))} are not in the schema")
     offsets = graph.node_offsets()
-    f_max = max(schema.feature_widths, default=0)
-
-    features = np.zeros((graph.num_nodes, f_max), np.float32)
-    node_type = np.zeros(graph.num_nodes, np.int32)
-    for type_id, t in enumerate(schema.node_types):
-        ns, start = graph.nodes[t], offsets[t]
-        features[start:start + ns.count, :ns.feature_width] = ns.stacked_features()
-        node_type[start:start + ns.count] = type_id
-
+    features, node_type = flat_nodes(graph, schema)
     relation_id = {k: i for i, k in enumerate(schema.edge_types)}
     keys = graph.edge_types
     senders = np.concatenate([graph.edges[k].senders + offsets[k.source] for k in keys] or [[]])

@@ -29,7 +29,7 @@ import jraph
 import numpy as np
 
 from perturbjax.graph.hetero import HeteroGraph
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, _round_up
+from perturbjax.graph.padding import GraphSchema, PaddingBudget, _round_up, flat_nodes
 
 
 def parse_fanouts(fanouts: Sequence[int], relation_fanouts: Sequence[str],
@@ -105,13 +105,7 @@ class NeighbourSampler:
         offsets = graph.node_offsets()
         self.num_nodes = graph.num_nodes
         self.fanouts = [[hop[k.relation] for k in schema.edge_types] for hop in fanouts]
-        f_max = max(schema.feature_widths, default=0)
-        self.features = np.zeros((self.num_nodes, f_max), np.float32)
-        self.node_type = np.zeros(self.num_nodes, np.int32)
-        for type_id, t in enumerate(schema.node_types):
-            ns, start = graph.nodes[t], offsets[t]
-            self.features[start:start + ns.count, :ns.feature_width] = ns.stacked_features()
-            self.node_type[start:start + ns.count] = type_id
+        self.features, self.node_type = flat_nodes(graph, schema)
         # One CSR of incoming edges per edge type: indptr over all nodes (flat numbering).
         self._indptr, self._senders, self._receivers = [], [], []
         for k in schema.edge_types:
