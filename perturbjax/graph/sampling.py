@@ -133,6 +133,8 @@ class NeighbourSampler:
         if unknown:
             raise ValueError(f"max_seeds names unknown node types {sorted(unknown)}")
         size = {t: graph.nodes[t].count for t in types}
+        offsets = graph.node_offsets()
+        in_degree = [np.diff(indptr) for indptr in self._indptr]
         frontier = {t: min(int(max_seeds.get(t, 0)), size[t]) for t in types}
         total_nodes, total_edges = dict(frontier), 0
         for hop in self.fanouts:
@@ -140,8 +142,8 @@ class NeighbourSampler:
             for r, (k, fan) in enumerate(zip(self.schema.edge_types, hop)):
                 if fan == 0 or frontier[k.target] == 0:
                     continue
-                start = graph.node_offsets()[k.target]
-                deg = np.diff(self._indptr[r])[start:start + size[k.target]]
+                start = offsets[k.target]
+                deg = in_degree[r][start:start + size[k.target]]
                 top = np.sort(np.minimum(deg, fan))[::-1][:frontier[k.target]]
                 edges = int(top.sum())
                 total_edges += edges

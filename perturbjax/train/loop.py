@@ -123,8 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     """
     start = time.time()
     if jax.process_count() > 1 and not config.train.data_parallel:
-        raise ProcessSetupError(f"{jax.process_count()} processes train one model only with data "
-                         f"parallelism: pass --config.train.data_parallel=True")
+        raise ProcessSetupError(f"{jax.process_count()} processes train one model only with "
+                                f"data parallelism: pass --config.train.data_parallel=True")
     primary = jax.process_index() == 0
     progress = progress and primary
     os.makedirs(workdir, exist_ok=True)
