@@ -123,15 +123,20 @@ def _compare(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
     groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
-    table = comparison_table(groups, metrics=args.metrics.split(","), part=args.part)
+    try:
+        table = comparison_table(groups, metrics=args.metrics.split(","), part=args.part,
+                                 paired=args.paired)
+    except ValueError as e:
+        raise SystemExit(f"perturbjax compare: {e}")
     if not args.write:
         print(table)
         return
     path, _, section = args.write.rpartition(":")
     if not path or not section:
         raise SystemExit(f"perturbjax compare: --write takes FILE:SECTION, got {args.write!r}")
+    paired = f" --paired '{args.paired}'" if args.paired else ""
     command = (f"perturbjax compare {' '.join(args.runs)} --part {args.part} "
-               f"--metrics {args.metrics} --write {args.write}")
+               f"--metrics {args.metrics}{paired} --write {args.write}")
     try:
         write_section(path, section, table + "\n\n" + provenance(groups, command))
     except (OSError, ValueError) as e:
@@ -265,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("--part", default="test", choices=("test", "validation"))
     compare.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                          help="comma-separated metric names")
+    compare.add_argument("--paired", metavar="ROW",
+                         help="add a column: each row's difference from row ROW (as printed, "
+                              "e.g. 'kg_ridge: baseline tanimoto_ridge') in the first metric, "
+                              "mean ± sd over runs paired by seed and fold")
     compare.add_argument("--write", metavar="FILE:SECTION",
                          help="write the table, with the runs' hardware, wall time and this "
                               "command, between <!-- results:SECTION --> and "

@@ -1,6 +1,7 @@
 """The Hetionet + LINCS consensus dataset and experiment, on the real files."""
 
 import json
+import runpy
 
 import numpy as np
 import pytest
@@ -58,6 +59,25 @@ def test_five_cold_drug_folds_partition_the_drugs(consensus):
     tests = [make_split(data, "cold_drug", seed=0, num_folds=5, fold=k).test for k in range(5)]
     assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(data.num_conditions))
     assert load_sweep(EXPERIMENT) == [[f"data.fold={k}"] for k in range(5)]
+
+
+def test_every_ablation_drops_relations_of_the_guarded_graph(consensus):
+    """An ablation naming a relation the graph lacks would raise at run time; check them all."""
+    data, _ = consensus
+    graph, _ = leakage.guard(data.graph)
+    for name in runpy.run_path(EXPERIMENT)["ABLATIONS"]:
+        dropped = load_config(f"{EXPERIMENT}:test,ablate={name}").graph.drop_relations
+        kept = {k.relation for k in graph.drop_edge_types(dropped).edges}
+        assert not kept & set(dropped)
+        if name == "beyond_targets":
+            assert kept == {"binds", "rev_binds"}
+
+
+def test_kg_ridge_runs_without_anything_but_targets(tmp_path):
+    config = load_config(f"{EXPERIMENT}:test,fold=1,model=kg_ridge,ablate=beyond_targets")
+    summary = train_and_evaluate(config, str(tmp_path), experiment="consensus", progress=False)
+    assert set(summary["graph"]["edges"]) == {"compound--binds-->gene", "gene--rev_binds-->compound"}
+    assert summary["chosen"]["chemistry_weight"] < 1 and np.isfinite(summary["test"]["pearson_centered"])
 
 
 @pytest.mark.parametrize("leaky", [False, True])

@@ -130,6 +130,39 @@ def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
         cli.main(["compare", str(tmp_path / "missing")])
 
 
+def test_compare_pairs_runs_by_seed_and_fold(tmp_path, capsys):
+    # Model beats the baseline by 0.1 or 0.2 on folds whose scores themselves spread widely.
+    for fold, (model, base) in enumerate([(0.3, 0.2), (0.7, 0.5)]):
+        run = tmp_path / "cv" / f"fold{fold}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps(
+            {"model": "kg_ridge", "seed": 0, "split": {"kind": "cold_drug", "fold": fold},
+             "test": {"pearson_centered": model},
+             "baselines": {"zero": {"test": {"pearson_centered": base}}}}))
+    # Another group lists its folds in the other order: pairing is by fold, not position.
+    for fold, value in ((1, 0.9), (0, 0.1)):
+        run = tmp_path / "other" / f"z{1 - fold}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps(
+            {"model": "rgcn", "seed": 0, "split": {"kind": "cold_drug", "fold": fold},
+             "test": {"pearson_centered": value}, "baselines": {}}))
+    cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "other"),
+              "--metrics", "pearson_centered", "--paired", "cv: baseline zero"])
+    out = capsys.readouterr().out
+    assert "| Δ pearson_centered vs cv: baseline zero |" in out
+    assert "| cv: kg_ridge | 2 | 0.500 ± 0.283 | 0.150 ± 0.071 |" in out
+    assert "| cv: baseline zero | 2 | 0.350 ± 0.212 | — |" in out
+    assert "| other: rgcn | 2 | 0.500 ± 0.566 | 0.150 ± 0.354 |" in out  # 0.9-0.5, 0.1-0.2
+    with pytest.raises(SystemExit, match="is not a row"):
+        cli.main(["compare", str(tmp_path / "cv"), "--paired", "cv: baseline mean"])
+    (tmp_path / "cv" / "fold1" / "summary.json").write_text(json.dumps(
+        {"model": "kg_ridge", "seed": 1, "split": {"kind": "cold_drug", "fold": 1},
+         "test": {"pearson_centered": 0.7}, "baselines": {"zero": {"test": {"pearson_centered": 0.5}}}}))
+    with pytest.raises(SystemExit, match="do not pair"):
+        cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "other"),
+                  "--metrics", "pearson_centered", "--paired", "cv: baseline zero"])
+
+
 def test_compare_writes_a_readme_section(tmp_path, capsys):
     for fold, value in ((0, 0.2), (1, 0.4)):
         run = tmp_path / "runs" / f"fold{fold}"
