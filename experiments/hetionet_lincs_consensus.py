@@ -58,7 +58,6 @@ def get_config(arg=None):
     c.data.validation_fraction = 0.15
     c.graph.keep_leaky_edges = arg.leaky
     c.graph.drop_relations = ABLATIONS.get(arg.ablate, [])
-    c.graph.padding_multiple = 1024
 
     c.model.name = arg.model
     c.model.hidden = 32

@@ -37,7 +37,6 @@ def get_config(arg=None):
     c.data.split = "cold_cell"
     c.data.num_folds = NUM_FOLDS
     c.data.fold = arg.fold
-    c.graph.padding_multiple = 1024
 
     c.model.name = arg.model
     c.model.hidden = 32

@@ -33,7 +33,7 @@ def get_config(arg=None):
     c.data.split = "cold_drug"
     c.graph.mode = "full" if arg.full else "sampled"
     c.graph.sampling.fanouts = [4, 2]
-    c.graph.padding_multiple = 1024
+    c.graph.padding_multiple = 64
 
     c.model.name = arg.model
     c.model.hidden = 32

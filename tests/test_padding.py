@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
+from graphs import padded_topology
+from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes, to_graphs_tuple
+from perturbjax.graph.topology import Topology
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
 
 
@@ -35,19 +37,28 @@ def test_budget_fits_and_overflow_is_an_error(graph):
 
 @pytest.mark.parametrize("layer", ENCODERS)
 def test_padding_never_changes_real_outputs(graph, layer):
-    """The whole model gives the same predictions unpadded and padded to two budgets."""
+    """The whole model gives the same predictions on the exact topology (sparse backend) and on
+    the graph padded in every block (segment backend, as sampled subgraphs are)."""
     graph = graph.with_reverse_edges(skip=("interacts",))
     schema = GraphSchema.of(graph)
     model = PerturbationModel(schema, num_readout=3, layer=layer, hidden=8, heads=2,
+                              embedded_types=("gene",), num_nodes=graph.num_nodes,
                               rngs=nnx.Rngs(0))
     off = graph.node_offsets()
-    drug = jnp.array([0, 2]) + off["drug"]
-    cell = jnp.array([1, 1]) + off["pathway"]  # any node type can play the cell here
-    readout = jnp.array([0, 3, 5]) + off["gene"]
+    drug = np.array([0, 2]) + off["drug"]
+    cell = np.array([1, 1]) + off["pathway"]  # any node type can play the cell here
+    readout = np.array([0, 3, 5]) + off["gene"]
     cov = jnp.array([[0.0, 1.0], [1.0, 0.25]])
-    outputs = []
-    for budget in (None, PaddingBudget(64, 96, 2), PaddingBudget(128, 256, 3)):
-        gt = jax.tree.map(jnp.asarray, to_graphs_tuple(graph, budget, schema))
-        outputs.append(np.asarray(model(gt, drug, cell, cov, readout)))
-    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
-    np.testing.assert_allclose(outputs[2], outputs[0], atol=1e-5)
+    features, _ = flat_nodes(graph, schema)
+    ids = np.arange(graph.num_nodes)
+    exact = Topology.build(graph, schema).to_device()
+    want = model(exact, {"features": jnp.asarray(features), "id": jnp.asarray(ids)}, drug, cell,
+                 cov, readout)
+    topo, slots = padded_topology(graph, extra_nodes=5, extra_edges=7)
+    junk = np.full((topo.num_nodes, features.shape[1]), 3.0, np.float32)
+    junk[slots] = features
+    pad_ids = np.zeros(topo.num_nodes, np.int32)
+    pad_ids[slots] = ids
+    got = model(topo.to_device(), {"features": jnp.asarray(junk), "id": jnp.asarray(pad_ids)},
+                slots[drug], slots[cell], cov, slots[readout])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

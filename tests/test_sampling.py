@@ -10,7 +10,8 @@ from flax import nnx
 
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
+from perturbjax.graph.padding import GraphSchema, flat_nodes
+from perturbjax.graph.topology import Topology
 from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.perturbation import KGEncoder
 from perturbjax.tasks import make_task
@@ -60,15 +61,23 @@ def test_sampled_edges_are_graph_edges_within_fanouts_hop_by_hop():
         indeg[(r, t)] = indeg.get((r, t), 0) + 1
     seeds = np.array([5, 5, 17, offsets["c"] + 2])  # a repeat, and a node of another type
     sub = sampler.sample(seeds, np.random.default_rng(0))
-    # Seeds come first, repeats merged, and map back to their nodes.
-    assert sub.nodes[:3].tolist() == [5, 17, offsets["c"] + 2]
+    # Seeds map back to their nodes; each type's nodes fill its block in the order reached
+    # (seeds first), and no node appears twice.
     assert sub.nodes[sub.seeds].tolist() == seeds.tolist()
-    assert len(np.unique(sub.nodes)) == len(sub.nodes)
+    real = sub.nodes[sub.nodes >= 0]
+    assert len(np.unique(real)) == len(real) == sub.num_nodes
+    a_block, c_block = sampler.layout.node_blocks[0], sampler.layout.node_blocks[2]
+    assert sub.nodes[a_block[0]:a_block[0] + 2].tolist() == [5, 17]
+    assert sub.nodes[c_block[0]] == offsets["c"] + 2
+    for t, (lo, hi) in enumerate(sampler.layout.node_blocks):
+        block = sub.nodes[lo:hi]
+        assert (sampler.node_type[block[block >= 0]] == t).all()
+        assert (np.diff((block < 0).astype(int)) >= 0).all()  # padding only at the block's end
     triples = list(zip(sub.nodes[sub.senders].tolist(), sub.nodes[sub.receivers].tolist(),
                        sub.edge_type.tolist()))
     assert set(triples) <= edges and len(set(triples)) == len(triples)
     # Hop 1 expands the seeds (fan-out 3, r4 1); hop 2 the new nodes (fan-out 2, r4 0).
-    hop1_nodes = set(sub.nodes[:3].tolist())
+    hop1_nodes = {5, 17, offsets["c"] + 2}
     per_receiver = {}
     for s, r, t in triples:
         per_receiver[(r, t)] = per_receiver.get((r, t), 0) + 1
@@ -105,14 +114,26 @@ def test_budget_holds_every_sample_and_padding_is_masked():
         seeds = np.concatenate([rng.choice(40, 8), offsets["b"] + rng.choice(25, 4)])
         sub = sampler.sample(seeds, rng)
         gt = sampler.padded(sub)  # raises if the subgraph exceeds the budget
-        most_nodes, most_edges = max(most_nodes, len(sub.nodes)), max(most_edges, len(sub.senders))
-        n, e = len(sub.nodes), len(sub.senders)
+        n, e = sub.num_nodes, len(sub.senders)
+        most_nodes, most_edges = max(most_nodes, n), max(most_edges, e)
         assert gt.nodes["mask"].sum() == n and gt.edges["mask"].sum() == e
-        assert (gt.senders[e:] == sampler.budget.n_node - 1).all()
-        np.testing.assert_array_equal(gt.nodes["features"][:n], sampler.features[sub.nodes])
-    assert most_nodes < sampler.budget.n_node and most_edges <= sampler.budget.n_edge
-    # The bound is not vacuous: no larger than the whole graph (rounded up to the multiple).
-    assert sampler.budget.n_edge <= PaddingBudget.fitting(graph, multiple=8).n_edge
+        real = gt.nodes["mask"]
+        np.testing.assert_array_equal(gt.nodes["features"][real], sampler.features[sub.nodes[real]])
+        np.testing.assert_array_equal(gt.nodes["id"][real], sub.nodes[real])
+        # Every edge lies in its relation's block, between nodes of the relation's types, with
+        # receivers ascending (padding edges at the block's end join its last slots).
+        topo = Topology.from_graphs_tuple(gt, sampler.layout)
+        for r, blk in enumerate(sampler.layout.relations):
+            sl = slice(blk.edge_start, blk.edge_stop)
+            assert (gt.edges["edge_type"][sl] == r).all()
+            assert (np.diff(gt.receivers[sl]) >= 0).all()
+            assert (gt.nodes["node_type"][gt.senders[sl]] == blk.source_type).all()
+            assert (gt.nodes["node_type"][gt.receivers[sl]] == blk.target_type).all()
+        assert (np.diff(np.asarray(topo.group)) >= 0).all()
+    assert most_nodes <= sampler.budget.n_node and most_edges <= sampler.budget.n_edge
+    # The bound is not vacuous: no larger than the whole graph (each relation rounded up to the
+    # multiple).
+    assert sampler.budget.n_edge <= sum(-(-es.count // 8) * 8 for es in graph.edges.values())
 
 
 @pytest.mark.parametrize("layer", ["rgcn", "hetero_gat"])
@@ -124,12 +145,14 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
     encoder = KGEncoder(schema, layer=layer, hidden=16, num_layers=2, heads=2, bases=None,
                         dropout=0.0, rngs=nnx.Rngs(0), embedded_types=("a",),
                         num_nodes=graph.num_nodes)
-    full = encoder(jax.tree.map(jnp.asarray, to_graphs_tuple(
-        graph, PaddingBudget.fitting(graph, multiple=8), schema)))
+    features, _ = flat_nodes(graph, schema)
+    full = encoder(Topology.build(graph, schema).to_device(),
+                   {"features": jnp.asarray(features), "id": jnp.arange(graph.num_nodes)})
     seeds = np.array([3, 44, 70, 3])
     sub = sampler.sample(seeds, np.random.default_rng(0))
-    assert len(sub.nodes) < graph.num_nodes  # a proper subgraph, not the whole graph
-    local = encoder(jax.tree.map(jnp.asarray, sampler.padded(sub)))
+    assert sub.num_nodes < graph.num_nodes  # a proper subgraph, not the whole graph
+    gt = jax.tree.map(jnp.asarray, sampler.padded(sub))
+    local = encoder(Topology.from_graphs_tuple(gt, sampler.layout), gt.nodes)
     np.testing.assert_allclose(np.asarray(local)[sub.seeds], np.asarray(full)[seeds],
                                rtol=1e-4, atol=1e-5)
 

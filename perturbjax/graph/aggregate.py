@@ -1,9 +1,8 @@
 """Mask-aware segment aggregation: the single reduction interface of all layers.
 
-Every message-passing layer reduces edge values onto segments (receivers, or
-(relation, receiver) pairs) through these three functions, so that padding
-semantics and numerics live in one place (and a sparse-matrix backend can
-later be swapped in behind them).
+The segment backend of `perturbjax.graph.propagate` and its edge softmax reduce
+edge values onto segments (receivers, or (relation, receiver) pairs) through
+these three functions, so that padding semantics and numerics live in one place.
 
 Conventions shared by all functions:
   * ``data``/``logits`` have a leading edge axis ``E``; trailing axes (e.g.
@@ -73,6 +72,8 @@ def segment_softmax(
     segment_ids: jax.Array,
     num_segments: int,
     mask: jax.Array | None = None,
+    *,
+    indices_are_sorted: bool = False,
 ) -> jax.Array:
     """Numerically stable softmax over the edges that share a segment.
 
@@ -82,6 +83,7 @@ def segment_softmax(
       num_segments: static number of segments ``S``.
       mask: optional bool ``[E]``; False edges get weight exactly 0 and do not
         enter any normaliser.
+      indices_are_sorted: promise that ``segment_ids`` ascend (faster reductions).
 
     Returns:
       float32 weights shaped like ``logits``; they sum to 1 over the real edges
@@ -90,7 +92,8 @@ def segment_softmax(
     """
     logits = jnp.asarray(logits, jnp.float32)
     valid = _broadcast_mask(mask, logits)
-    seg_max = jax.ops.segment_max(jnp.where(valid, logits, -jnp.inf), segment_ids, num_segments)
+    seg_max = jax.ops.segment_max(jnp.where(valid, logits, -jnp.inf), segment_ids, num_segments,
+                               indices_are_sorted=indices_are_sorted)
     # Softmax is shift invariant, so the max needs no gradient; empty segments
     # give -inf, which must not reach the subtraction.
     seg_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(seg_max), seg_max, 0.0))
@@ -98,7 +101,8 @@ def segment_softmax(
     # would still let an overflowing exp on a padding edge poison the gradient.
     shifted = jnp.where(valid, logits - seg_max[segment_ids], 0.0)
     unnorm = jnp.where(valid, jnp.exp(shifted), 0.0)
-    denom = jax.ops.segment_sum(unnorm, segment_ids, num_segments)
+    denom = jax.ops.segment_sum(unnorm, segment_ids, num_segments,
+                                indices_are_sorted=indices_are_sorted)
     # A segment with any real edge has denom >= 1 (its max contributes exp(0));
     # only empty segments need guarding against 0/0.
     denom = jnp.where(denom > 0.0, denom, 1.0)

@@ -14,10 +14,13 @@ deduplicated, so a node with more than f incoming r-edges keeps between 1 and f 
 all of them. Everything is vectorised in numpy over the frontier, one CSR (incoming edges sorted
 by receiver) per edge type.
 
-The padding budget is an upper bound computed once from the graph's degrees and the fan-outs
-(`budget`), so every subgraph fits and a training run compiles its step once. The padded
-`GraphsTuple` has `padding.py`'s layout, with local node numbering: seeds first, in the order
-given (repeats merged), then hop-1 nodes, hop-2 nodes, ...
+The padding budget is an upper bound computed once from the graph's degrees and the fan-outs,
+type by type and relation by relation, so every subgraph fits and a training run compiles its
+step once. Subgraphs are laid out in the blocks of `perturbjax.graph.topology.Layout`
+(`sampler.layout`): type t's nodes fill the range of its node budget (in the order they were
+reached, seeds first), relation r's edges the range of its edge budget, sorted by receiver; the
+rest of each range is padding. The step turns the padded `GraphsTuple` into a topology with
+`Topology.from_graphs_tuple(graph, sampler.layout)`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 from perturbjax.graph.hetero import HeteroGraph
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, _round_up, flat_nodes
+from perturbjax.graph.topology import Layout, RelationBlock
 
 
 def parse_fanouts(fanouts: Sequence[int], relation_fanouts: Sequence[str],
@@ -70,13 +74,13 @@ def parse_fanouts(fanouts: Sequence[int], relation_fanouts: Sequence[str],
 
 @dataclasses.dataclass(frozen=True)
 class Subgraph:
-    """A sampled subgraph in the flat numbering of the full graph.
+    """A sampled subgraph, numbered in the sampler's padded layout.
 
     Attributes:
-      nodes: [n] full-graph positions of the subgraph's nodes; position in this array is the
-        node's local id (seeds first).
+      nodes: [n_node budget] full-graph position of the node in each slot (local id), -1 in
+        padding slots.
       seeds: [s] local id of every seed, in the order the seeds were given.
-      senders, receivers: [e] local ids of the sampled edges.
+      senders, receivers: [e] local ids of the sampled edges, sorted by (relation, receiver).
       edge_type: [e] relation id (position in the schema's edge types) of each edge.
     """
 
@@ -85,6 +89,11 @@ class Subgraph:
     senders: np.ndarray
     receivers: np.ndarray
     edge_type: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        """Real (not padding) nodes."""
+        return int((self.nodes >= 0).sum())
 
 
 class NeighbourSampler:
@@ -96,11 +105,12 @@ class NeighbourSampler:
       fanouts: per hop, relation name -> fan-out (see `parse_fanouts`).
       max_seeds: node type -> most seeds of that type one subgraph can have (e.g. batch size
         drugs, batch size cell lines, every readout gene); sizes the budget.
-      padding_multiple: budgets are rounded up to a multiple of this.
+      padding_multiple: every type's node budget and every relation's edge budget is rounded
+        up to a multiple of this.
     """
 
     def __init__(self, graph: HeteroGraph, schema: GraphSchema, fanouts: list[Mapping[str, int]],
-                 max_seeds: Mapping[str, int], padding_multiple: int = 256):
+                 max_seeds: Mapping[str, int], padding_multiple: int = 8):
         self.schema = schema
         offsets = graph.node_offsets()
         self.num_nodes = graph.num_nodes
@@ -116,13 +126,25 @@ class NeighbourSampler:
             self._indptr.append(np.concatenate([[0], np.cumsum(counts)]))
             self._senders.append((es.senders.astype(np.int64) + offsets[k.source])[order])
             self._receivers.append(receivers[order])
-        self.budget = self._budget(graph, max_seeds, padding_multiple)
+        self.layout = self._layout(graph, max_seeds, padding_multiple)
+        self.budget = PaddingBudget(n_node=self.layout.num_nodes, n_edge=self.layout.num_edges,
+                                    n_graph=2)
+        blocks, relations = self.layout.node_blocks, self.layout.relations
+        self._slot_type = np.repeat(np.arange(len(blocks), dtype=np.int32),
+                                    [b - a for a, b in blocks])
+        # Padding edges of relation r join the last slots of its source and target blocks.
+        sizes = [blk.edge_stop - blk.edge_start for blk in relations]
+        self._pad_senders = np.repeat([blocks[blk.source_type][1] - 1 for blk in relations],
+                                      sizes).astype(np.int32)
+        self._pad_receivers = np.repeat([blocks[blk.target_type][1] - 1 for blk in relations],
+                                        sizes).astype(np.int32)
         self._local = np.full(self.num_nodes, -1, np.int64)  # scratch: full -> local id
 
     # ---- budget --------------------------------------------------------------------------
-    def _budget(self, graph: HeteroGraph, max_seeds: Mapping[str, int], multiple: int
-                ) -> PaddingBudget:
-        """An upper bound on any subgraph's nodes and edges, type by type and hop by hop.
+    def _layout(self, graph: HeteroGraph, max_seeds: Mapping[str, int], multiple: int
+                ) -> Layout:
+        """An upper bound on any subgraph's nodes of each type and edges of each relation, laid
+        out in blocks.
 
         Per edge type r into type t, k frontier nodes of type t send at most the sum of the k
         largest min(in-degree, fan-out) values, and at most r's edge count; each hop's new
@@ -136,7 +158,8 @@ class NeighbourSampler:
         offsets = graph.node_offsets()
         in_degree = [np.diff(indptr) for indptr in self._indptr]
         frontier = {t: min(int(max_seeds.get(t, 0)), size[t]) for t in types}
-        total_nodes, total_edges = dict(frontier), 0
+        total_nodes = dict(frontier)
+        total_edges = [0] * len(self.schema.edge_types)
         for hop in self.fanouts:
             new = dict.fromkeys(types, 0)
             for r, (k, fan) in enumerate(zip(self.schema.edge_types, hop)):
@@ -146,12 +169,18 @@ class NeighbourSampler:
                 deg = in_degree[r][start:start + size[k.target]]
                 top = np.sort(np.minimum(deg, fan))[::-1][:frontier[k.target]]
                 edges = int(top.sum())
-                total_edges += edges
+                total_edges[r] += edges
                 new[k.source] += edges
             frontier = {t: min(new[t], size[t] - total_nodes[t]) for t in types}
             total_nodes = {t: total_nodes[t] + frontier[t] for t in types}
-        return PaddingBudget(n_node=_round_up(sum(total_nodes.values()) + 1, multiple),
-                             n_edge=_round_up(max(total_edges, 1), multiple), n_graph=2)
+        node_ends = np.cumsum([_round_up(total_nodes[t], multiple) for t in types])
+        node_blocks = tuple(zip([0, *map(int, node_ends[:-1])], map(int, node_ends)))
+        edge_ends = np.cumsum([_round_up(e, multiple) for e in total_edges])
+        type_id = {t: i for i, t in enumerate(types)}
+        relations = tuple(RelationBlock(int(a), int(b), type_id[k.source], type_id[k.target])
+                          for a, b, k in zip([0, *edge_ends[:-1]], edge_ends,
+                                             self.schema.edge_types))
+        return Layout(node_blocks, relations)
 
     # ---- sampling ------------------------------------------------------------------------
     def sample(self, seeds: np.ndarray, rng: np.random.Generator) -> Subgraph:
@@ -190,40 +219,62 @@ class NeighbourSampler:
                 local[frontier] = np.arange(count, count + len(frontier))
                 count += len(frontier)
                 nodes.append(frontier)
+            # Renumber into the layout: type t's nodes, in the order reached, fill its block.
+            found = np.concatenate(nodes)
+            types = self.node_type[found]
+            by_type = np.argsort(types, kind="stable")
+            counts = np.bincount(types, minlength=len(self.layout.node_blocks))
+            starts = np.array([a for a, _ in self.layout.node_blocks], np.int64)
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            slot = np.empty(len(found), np.int64)
+            slot[by_type] = starts[types[by_type]] + np.arange(len(found)) - first[types[by_type]]
+            sizes = np.diff(self.layout.node_blocks, axis=1)[:, 0]
+            if (counts > sizes).any():
+                raise ValueError(f"subgraph nodes per type {counts.tolist()} exceed the budget "
+                                 f"{sizes.tolist()}")
+            local[found] = slot
+            slots = np.full(self.layout.num_nodes, -1, np.int64)
+            slots[slot] = found
             cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
-            return Subgraph(nodes=np.concatenate(nodes), seeds=local[seeds],
-                            senders=local[cat(senders)].astype(np.int32),
-                            receivers=local[cat(receivers)].astype(np.int32),
-                            edge_type=cat(edge_type).astype(np.int32))
+            s, t, r = local[cat(senders)], local[cat(receivers)], cat(edge_type)
+            order = np.lexsort((s, t, r))
+            return Subgraph(nodes=slots, seeds=local[seeds].astype(np.int32),
+                            senders=s[order].astype(np.int32), receivers=t[order].astype(np.int32),
+                            edge_type=r[order].astype(np.int32))
         finally:
             local[np.concatenate(nodes)] = -1  # the scratch array is clean for the next call
 
     def padded(self, sub: Subgraph) -> jraph.GraphsTuple:
-        """`sub` as a `GraphsTuple` padded to the budget (padding edges join the last node).
+        """`sub` as a `GraphsTuple` in the sampler's layout, padding masked in every block.
 
         Raises:
           ValueError: the subgraph exceeds the budget (a bug: the budget is an upper bound).
         """
-        b = self.budget
-        n, e = len(sub.nodes), len(sub.senders)
-        if n + 1 > b.n_node or e > b.n_edge:
-            raise ValueError(f"subgraph with {n} nodes and {e} edges exceeds the budget {b}")
-        features = np.zeros((b.n_node, self.features.shape[1]), np.float32)
-        features[:n] = self.features[sub.nodes]
-        node_type = np.zeros(b.n_node, np.int32)
-        node_type[:n] = self.node_type[sub.nodes]
-        ids = np.zeros(b.n_node, np.int32)
-        ids[:n] = sub.nodes
-        pad_node = b.n_node - 1
-        senders = np.full(b.n_edge, pad_node, np.int32)
-        receivers = np.full(b.n_edge, pad_node, np.int32)
-        senders[:e], receivers[:e] = sub.senders, sub.receivers
-        edge_type = np.zeros(b.n_edge, np.int32)
-        edge_type[:e] = sub.edge_type
+        layout = self.layout
+        real = sub.nodes >= 0
+        if len(sub.nodes) != layout.num_nodes:
+            raise ValueError(f"subgraph of {len(sub.nodes)} slots is not in this sampler's layout")
+        counts = np.bincount(sub.edge_type, minlength=len(layout.relations))
+        budget = np.array([blk.edge_stop - blk.edge_start for blk in layout.relations])
+        if (counts > budget).any():
+            raise ValueError(f"subgraph edges per relation {counts.tolist()} exceed the budget "
+                             f"{budget.tolist()}")
+        features = np.zeros((layout.num_nodes, self.features.shape[1]), np.float32)
+        features[real] = self.features[sub.nodes[real]]
+        # Edge k of relation r goes to slot (block start of r) + (its rank within r).
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = np.array([blk.edge_start for blk in layout.relations], np.int64)
+        pos = starts[sub.edge_type] + np.arange(len(sub.edge_type)) - first[sub.edge_type]
+        senders, receivers = self._pad_senders.copy(), self._pad_receivers.copy()
+        senders[pos], receivers[pos] = sub.senders, sub.receivers
+        edge_mask = np.zeros(layout.num_edges, bool)
+        edge_mask[pos] = True
+        edge_type = np.repeat(np.arange(len(layout.relations), dtype=np.int32), budget)
+        n, e = int(real.sum()), len(pos)
         return jraph.GraphsTuple(
-            nodes={"features": features, "node_type": node_type, "mask": np.arange(b.n_node) < n,
-                   "id": ids},
-            edges={"edge_type": edge_type, "mask": np.arange(b.n_edge) < e},
+            nodes={"features": features, "node_type": self._slot_type.copy(), "mask": real,
+                   "id": np.where(real, sub.nodes, 0).astype(np.int32)},
+            edges={"edge_type": edge_type, "mask": edge_mask},
             senders=senders, receivers=receivers,
-            n_node=np.array([n, b.n_node - n], np.int32), n_edge=np.array([e, b.n_edge - e], np.int32),
-            globals=None)
+            n_node=np.array([n, layout.num_nodes - n], np.int32),
+            n_edge=np.array([e, layout.num_edges - e], np.int32), globals=None)

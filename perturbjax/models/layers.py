@@ -1,33 +1,32 @@
-"""Heterogeneous message-passing layers (Flax NNX) over padded ``jraph`` graphs.
+"""Heterogeneous message-passing layers (Flax NNX) over a `Topology`.
 
-All layers share one contract (see ``perturbjax.graph.padding``):
-``nodes = {"features", "node_type", "mask"}``, ``edges = {"edge_type",
-"mask"}``, messages flow ``senders -> receivers``. Padding is honoured only
-through the masks: padded edges send nothing and never enter a softmax, padded
-nodes output exactly 0. Every reduction goes through
-:mod:`perturbjax.graph.aggregate`, which accumulates in float32.
+Every layer takes node values `h` of shape `[N, d]` or `[N, B, d]` (B samples sharing one
+graph) and a `perturbjax.graph.topology.Topology`, and moves values along edges only through
+`perturbjax.graph.propagate`, whose backend (sparse products or segment ops) the topology
+selects. Padding is honoured only through the topology's masks: padded edges carry weight 0 and
+never enter a softmax, padded nodes output exactly 0.
 
-Per-relation projections are computed for all nodes at once (``[R, N, ...]``)
-and gathered per edge at flat index ``relation * N + node``; the same flat
-index identifies (relation, receiver) softmax/mean groups. This is simple and
-fast for graphs of a few 10k nodes.
+No layer projects every node with every relation's weight: relation r transforms only the nodes
+of its source type (a static block of the flat numbering), into relation-source space, and
+scores that depend on the receiver alone are folded into a per-node projection before they are
+gathered per edge.
 
-Attention coefficients of :class:`HeteroGAT` and :class:`HGT` are recorded as
-``nnx.Intermediate`` only inside ``nnx.capture``; use :func:`attention_weights`.
+Attention coefficients of :class:`HeteroGAT` and :class:`HGT` are recorded (in the topology's
+edge order) as ``nnx.Intermediate`` only inside ``nnx.capture``; use :func:`attention_weights`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jraph
 from flax import nnx
 
-from perturbjax.graph.aggregate import segment_mean, segment_softmax, segment_sum
+from perturbjax.graph.propagate import edge_softmax, propagate, relation_mean_weights
+from perturbjax.graph.topology import Topology
 
 ATTENTION = "attention"
 
@@ -37,38 +36,15 @@ _glorot = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
 _glorot_per_head = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=(0, 1))
 
 
-class _Graph(NamedTuple):
-    node_type: jax.Array
-    node_mask: jax.Array
-    edge_type: jax.Array
-    edge_mask: jax.Array
-    senders: jax.Array
-    receivers: jax.Array
+def mask_nodes(x: jax.Array, node_mask: jax.Array) -> jax.Array:
+    """Zeroes padded nodes' rows of `[N, ...]` values."""
+    return jnp.where(node_mask.reshape(node_mask.shape + (1,) * (x.ndim - 1)), x, 0.0)
 
 
-def _unpack(graph: jraph.GraphsTuple) -> _Graph:
-    return _Graph(
-        node_type=graph.nodes["node_type"],
-        node_mask=graph.nodes["mask"],
-        edge_type=graph.edges["edge_type"],
-        edge_mask=graph.edges["mask"],
-        senders=graph.senders,
-        receivers=graph.receivers,
-    )
-
-
-def _relation_index(edge_type: jax.Array, node: jax.Array, num_nodes: int) -> jax.Array:
-    """Flat index of (relation, node) pairs into ``[R * N, ...]`` arrays."""
-    return edge_type * num_nodes + node
-
-
-def _gather_relation(per_relation: jax.Array, index: jax.Array) -> jax.Array:
-    """Gathers rows of a ``[R, N, ...]`` array at flat (relation, node) indices."""
-    return per_relation.reshape((-1,) + per_relation.shape[2:])[index]
-
-
-def _mask_nodes(x: jax.Array, node_mask: jax.Array) -> jax.Array:
-    return jnp.where(node_mask[:, None], x, 0.0)
+def _check_relations(layer: str, expected: int, topology: Topology) -> None:
+    if topology.num_relations != expected:
+        raise ValueError(f"{layer} was built for {expected} relations but the topology has "
+                         f"{topology.num_relations}")
 
 
 def _sow_attention(module: nnx.Module, alpha: jax.Array) -> None:
@@ -125,7 +101,8 @@ class HeteroGAT(nnx.Module):
     For each relation ``r`` and head: ``alpha_ij = softmax_{j in N_r(i)}
     LeakyReLU(a_src_r . W_r h_j + a_dst_r . W_r h_i)``; node ``i`` receives
     ``W_0 h_i + b + sum_r sum_j alpha_ij W_r h_j`` with heads concatenated. No
-    output activation: the caller chooses it.
+    output activation: the caller chooses it. ``W_r h_j`` is computed only for
+    the nodes of r's source type; ``a_dst_r . W_r h_i`` as ``h_i . (W_r a_dst_r)``.
 
     Args:
       in_dim: input node state width.
@@ -161,28 +138,30 @@ class HeteroGAT(nnx.Module):
         self.root = nnx.Linear(in_dim, out_dim, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-    def __call__(self, h: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
-        g = _unpack(graph)
-        num_nodes = h.shape[0]
-        num_relations, _, out_dim = self.kernel.shape
-        proj = jnp.einsum("ni,rio->rno", h, self.kernel[...])
-        proj = proj.reshape(num_relations, num_nodes, self.num_heads, -1)
-        # Score nodes once per relation, then gather: cheaper than per-edge dots.
-        score_src = jnp.einsum("rnhc,rhc->rnh", proj, self.att_src[...])
-        score_dst = jnp.einsum("rnhc,rhc->rnh", proj, self.att_dst[...])
-        src = _relation_index(g.edge_type, g.senders, num_nodes)
-        dst = _relation_index(g.edge_type, g.receivers, num_nodes)
-        logits = jax.nn.leaky_relu(
-            _gather_relation(score_src, src) + _gather_relation(score_dst, dst),
-            self.negative_slope,
-        )
-        alpha = segment_softmax(logits, dst, num_relations * num_nodes, g.edge_mask)
+    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+        num_relations, in_dim, out_dim = self.kernel.shape
+        _check_relations("HeteroGAT", num_relations, topology)
+        heads = self.num_heads
+        kernel = self.kernel[...].reshape(num_relations, in_dim, heads, -1)
+        att_src, att_dst = self.att_src[...], self.att_dst[...]
+
+        def source(r, hs):  # [n_s, ..., in] -> messages [n_s, ..., H, C] and their scores
+            x = jnp.einsum("n...i,ihc->n...hc", hs, kernel[r])
+            return x, jnp.einsum("n...hc,hc->n...h", x, att_src[r])
+
+        def target(r, ht):  # the receiver's score, h_i . (W_r a_dst_r): no [n_t, out] projection
+            return jnp.einsum("n...i,ih->n...h", ht, jnp.einsum("ihc,hc->ih", kernel[r], att_dst[r]))
+
+        x, score_src = topology.per_relation_sources(h, source)
+        score_dst = topology.per_relation_targets(h, target)
+        logits = jax.nn.leaky_relu(score_src[topology.src_index] + score_dst[topology.group],
+                                   self.negative_slope)
+        alpha = edge_softmax(topology, logits, by="relation")
         _sow_attention(self, alpha)
         alpha = self.dropout(alpha)
-        messages = _gather_relation(proj, src) * alpha[..., None]
-        # Receiver (not relation*N + receiver) segments sum over relations too.
-        agg = segment_sum(messages.reshape(-1, out_dim), g.receivers, num_nodes, g.edge_mask)
-        return _mask_nodes(agg + self.root(h), g.node_mask)
+        agg = propagate(topology, x, alpha, source="relation")
+        agg = agg.reshape(agg.shape[:-2] + (out_dim,))
+        return mask_nodes(agg + self.root(h), topology.node_mask)
 
 
 class RGCN(nnx.Module):
@@ -191,7 +170,8 @@ class RGCN(nnx.Module):
     ``h_i' = W_0 h_i + b + sum_r (1 / c_ir) sum_{j in N_r(i)} W_r h_j`` with
     ``c_ir`` the number of real in-edges of ``i`` of relation ``r``. With
     ``num_bases`` the relation weights share bases, ``W_r = sum_b a_rb V_b``,
-    which keeps the parameter count independent of ``R``.
+    which keeps the parameter count independent of ``R``. ``W_r`` transforms
+    only the nodes of r's source type.
 
     Args:
       in_dim: input node state width.
@@ -229,30 +209,25 @@ class RGCN(nnx.Module):
             return self.kernel[...]
         return jnp.einsum("rb,bio->rio", self.coeff[...], self.kernel[...])
 
-    def __call__(self, h: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
-        g = _unpack(graph)
-        num_nodes = h.shape[0]
-        proj = jnp.einsum("ni,rio->rno", h, self.relation_kernels())
-        messages = _gather_relation(proj, _relation_index(g.edge_type, g.senders, num_nodes))
-        dst = _relation_index(g.edge_type, g.receivers, num_nodes)
-        # Mean over the (relation, receiver) group is exactly the 1/c_ir norm.
-        per_relation = segment_mean(messages, dst, self.num_relations * num_nodes, g.edge_mask)
-        agg = per_relation.reshape(self.num_relations, num_nodes, -1).sum(axis=0)
-        return _mask_nodes(agg + self.root(h), g.node_mask)
+    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+        _check_relations("RGCN", self.num_relations, topology)
+        kernels = self.relation_kernels()
+        x = topology.per_relation_sources(h, lambda r, hs: hs @ kernels[r])
+        # Weights 1/c_ir make the sum over a (relation, receiver) group its mean.
+        agg = propagate(topology, x, relation_mean_weights(topology), source="relation")
+        return mask_nodes(agg + self.root(h), topology.node_mask)
 
 
-class _TypedLinear(nnx.Module):
-    """Affine map with a separate weight per node type."""
+class TypedLinear(nnx.Module):
+    """Affine map with a separate weight per node type, applied block by block."""
 
     def __init__(self, num_types: int, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
         self.kernel = nnx.Param(_glorot(rngs.params(), (num_types, in_dim, out_dim)))
         self.bias = nnx.Param(jnp.zeros((num_types, out_dim)))
 
-    def __call__(self, x: jax.Array, node_type: jax.Array) -> jax.Array:
-        # Projecting every node with every type's weight costs T x the FLOPs but
-        # avoids materialising a per-node [N, in, out] weight gather.
-        proj = jnp.einsum("ni,tio->nto", x, self.kernel[...]) + self.bias[...]
-        return jnp.take_along_axis(proj, node_type[:, None, None], axis=1)[:, 0]
+    def __call__(self, x: jax.Array, topology: Topology) -> jax.Array:
+        kernel, bias = self.kernel[...], self.bias[...]
+        return topology.per_type(x, lambda t, xt: xt @ kernel[t] + bias[t])
 
 
 class HGT(nnx.Module):
@@ -294,38 +269,41 @@ class HGT(nnx.Module):
         _check_heads(out_dim, num_heads)
         self.num_heads = num_heads
         head_dim = out_dim // num_heads
-        self.key = _TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
-        self.query = _TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
-        self.value = _TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
+        self.key = TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
+        self.query = TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
+        self.value = TypedLinear(num_node_types, in_dim, out_dim, rngs=rngs)
         rel_shape = (num_relations, num_heads, head_dim, head_dim)
         self.w_att = nnx.Param(_glorot_per_head(rngs.params(), rel_shape))
         self.w_msg = nnx.Param(_glorot_per_head(rngs.params(), rel_shape))
         self.prior = nnx.Param(jnp.ones((num_relations, num_heads)))
-        self.out = _TypedLinear(num_node_types, out_dim, out_dim, rngs=rngs)
+        self.out = TypedLinear(num_node_types, out_dim, out_dim, rngs=rngs)
         self.skip = nnx.Param(jnp.ones((num_node_types,))) if in_dim == out_dim else None
 
-    def __call__(self, h: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
-        g = _unpack(graph)
-        num_nodes = h.shape[0]
-        heads = (num_nodes, self.num_heads, -1)
-        k = self.key(h, g.node_type).reshape(heads)
-        q = self.query(h, g.node_type).reshape(heads)
-        v = self.value(h, g.node_type).reshape(heads)
-        src = _relation_index(g.edge_type, g.senders, num_nodes)
-        k_rel = _gather_relation(jnp.einsum("nhc,rhcd->rnhd", k, self.w_att[...]), src)
-        v_rel = _gather_relation(jnp.einsum("nhc,rhcd->rnhd", v, self.w_msg[...]), src)
+    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+        _check_relations("HGT", self.prior.shape[0], topology)
+        split = lambda x: x.reshape(x.shape[:-1] + (self.num_heads, -1))  # noqa: E731
+        k = split(self.key(h, topology))
+        q = split(self.query(h, topology))
+        v = split(self.value(h, topology))
+        w_att, w_msg = self.w_att[...], self.w_msg[...]
+        k_rel = topology.per_relation_sources(
+            k, lambda r, ks: jnp.einsum("n...hc,hcd->n...hd", ks, w_att[r]))
+        v_rel = topology.per_relation_sources(
+            v, lambda r, vs: jnp.einsum("n...hc,hcd->n...hd", vs, w_msg[r]))
         head_dim = k.shape[-1]
-        scale = self.prior[...][g.edge_type] / math.sqrt(head_dim)
-        logits = (k_rel * q[g.receivers]).sum(-1) * scale
-        alpha = segment_softmax(logits, g.receivers, num_nodes, g.edge_mask)
+        prior = self.prior[...][topology.edge_type]  # [E, H]
+        prior = prior.reshape(prior.shape[:1] + (1,) * (h.ndim - 2) + prior.shape[1:])
+        logits = (k_rel[topology.src_index] * q[topology.receivers]).sum(-1)
+        alpha = edge_softmax(topology, logits * prior / math.sqrt(head_dim), by="receiver")
         _sow_attention(self, alpha)
-        messages = (v_rel * alpha[..., None]).reshape(alpha.shape[0], -1)
-        agg = segment_sum(messages, g.receivers, num_nodes, g.edge_mask)
-        out = self.out(jax.nn.gelu(agg), g.node_type)
+        agg = propagate(topology, v_rel, alpha, source="relation")
+        agg = agg.reshape(agg.shape[:-2] + (-1,))
+        out = self.out(jax.nn.gelu(agg), topology)
         if self.skip is not None:
-            gate = jax.nn.sigmoid(self.skip[...][g.node_type])[:, None]
+            gate = jax.nn.sigmoid(self.skip[...][topology.node_type])
+            gate = gate.reshape(gate.shape + (1,) * (h.ndim - 1))
             out = gate * out + (1.0 - gate) * h
-        return _mask_nodes(out, g.node_mask)
+        return mask_nodes(out, topology.node_mask)
 
 
 class TypedInputProjection(nnx.Module):
@@ -357,17 +335,23 @@ class TypedInputProjection(nnx.Module):
             nnx.initializers.normal(stddev=1.0)(rngs.params(), (len(feature_widths), out_dim))
         )
 
-    def __call__(self, graph: jraph.GraphsTuple) -> jax.Array:
-        """Returns float32 ``[N, out_dim]`` initial node states (0 on padding)."""
-        features = graph.nodes["features"]
-        node_type = graph.nodes["node_type"]
+    def __call__(self, features: jax.Array, topology: Topology) -> jax.Array:
+        """Returns float32 ``[N, out_dim]`` initial node states (0 on padding) from
+        ``features`` ``[N, F_max]`` (each type's columns left-aligned)."""
         if features.shape[1] < max(self.feature_widths):
             raise ValueError(
                 f"graph has {features.shape[1]} feature columns but a node type "
                 f"needs {max(self.feature_widths)}"
             )
-        out = self.type_embedding[...][node_type]
-        for t, (width, linear) in enumerate(zip(self.feature_widths, self.linears)):
-            if linear is not None:
-                out = out + jnp.where((node_type == t)[:, None], linear(features[:, :width]), 0.0)
-        return _mask_nodes(out, graph.nodes["mask"])
+        if topology.layout.num_nodes and len(topology.layout.node_blocks) != len(self.linears):
+            raise ValueError(f"TypedInputProjection was built for {len(self.linears)} node types "
+                             f"but the topology has {len(topology.layout.node_blocks)}")
+        embedding = self.type_embedding[...]
+
+        def project(t, x):
+            out = jnp.broadcast_to(embedding[t], (x.shape[0], embedding.shape[1]))
+            if self.linears[t] is not None:
+                out = out + self.linears[t](x[:, :self.feature_widths[t]])
+            return out
+
+        return mask_nodes(topology.per_type(features, project), topology.node_mask)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jraph
 from flax import nnx
 
-from perturbjax.graph.aggregate import segment_sum
 from perturbjax.graph.padding import GraphSchema
+from perturbjax.graph.propagate import propagate, symmetric_norm_weights
+from perturbjax.graph.topology import Topology
 from perturbjax.models.layers import HGT, RGCN, HeteroGAT, TypedInputProjection
 
 ENCODERS = ("hetero_gat", "rgcn", "hgt")
@@ -64,17 +64,19 @@ class KGEncoder(nnx.Module):
         self.norms = nnx.List([nnx.LayerNorm(hidden, rngs=rngs) for _ in range(num_layers)])
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(self, graph: jraph.GraphsTuple, *, rngs: nnx.Rngs | None = None,
+    def __call__(self, topology: Topology, nodes: dict, *, rngs: nnx.Rngs | None = None,
                  deterministic: bool = True) -> jax.Array:
-        mask = graph.nodes["mask"][:, None]
-        h = self.input(graph)
+        """Embeds every node: `nodes` holds "features" `[N, F]` and "id" `[N]` (the node's
+        position in the full graph, which learned node vectors index)."""
+        mask = topology.node_mask[:, None]
+        h = self.input(nodes["features"], topology)
         if self.node_embedding is not None:
-            embedded = jnp.array(self.embedded, jnp.float32)[graph.nodes["node_type"]]
-            embedded = embedded * graph.nodes["mask"]
-            h = h + self.node_embedding[...][graph.nodes["id"]] * embedded[:, None]
+            embedded = jnp.array(self.embedded, jnp.float32)[topology.node_type]
+            embedded = embedded * topology.node_mask
+            h = h + self.node_embedding[...][nodes["id"]] * embedded[:, None]
         views = [h]
         for layer, norm in zip(self.layers, self.norms):
-            update = nnx.gelu(layer(h, graph))
+            update = nnx.gelu(layer(h, topology))
             update = self.dropout(update, rngs=rngs, deterministic=deterministic)
             h = norm(h + update) * mask  # padded nodes stay exactly zero
             views.append(h)
@@ -103,31 +105,32 @@ class SignalPropagation(nnx.Module):
         self.readout = nnx.Linear(width, channels * (steps + 1), rngs=rngs)
         self.steps, self.channels = steps, channels
 
-    def __call__(self, h: jax.Array, graph: jraph.GraphsTuple, drug: jax.Array,
+    def __call__(self, h: jax.Array, topology: Topology, drug: jax.Array,
                  readout: jax.Array) -> jax.Array:
         n, batch = h.shape[0], drug.shape[0]
-        senders, receivers = graph.senders, graph.receivers
-        rel, mask = graph.edges["edge_type"], graph.edges["mask"]
-        # Symmetric degree normalisation within each relation, counting real edges only.
-        ones = jnp.ones_like(senders, jnp.float32)
-        num_relations = self.relation_scales.shape[0]
-        out_deg = segment_sum(ones, rel * n + senders, n * num_relations, mask)
-        in_deg = segment_sum(ones, rel * n + receivers, n * num_relations, mask)
-        norm = jax.lax.rsqrt(jnp.maximum(out_deg[rel * n + senders] * in_deg[rel * n + receivers], 1.0))
-        gate = jax.nn.sigmoid(jnp.take_along_axis(
-            self.gate(jnp.concatenate([h[senders], h[receivers]], -1)), rel[:, None], 1))[:, 0]
-        weight = jnp.where(mask, norm * gate, 0.0)[:, None] * self.relation_scales[...][rel]  # [E, C]
+        rel = topology.edge_type
+        # The gate reads both endpoints: a linear map of [h_s, h_t] is h_s A + h_t B, so each
+        # node is projected once and only the edge's own relation column is gathered.
+        width = h.shape[1]
+        kernel = self.gate.kernel[...]
+        gate_src, gate_dst = h @ kernel[:width], h @ kernel[width:]
+        logit = (gate_src[topology.senders, rel] + gate_dst[topology.receivers, rel]
+                 + self.gate.bias[...][rel])
+        weight = (symmetric_norm_weights(topology) * jax.nn.sigmoid(logit))[:, None] \
+            * self.relation_scales[...][rel]                                # [E, C]
 
-        # Node-major layout [N, B, C]: edges gather and scatter along the first axis.
-        signal = jnp.zeros((n, batch, self.channels), jnp.float32)
-        signal = signal.at[drug, jnp.arange(batch)].set(self.inject(h[drug]))
+        # Channel-major signal [N, C, B]: the per-channel edge weights then index the leading
+        # value axis, so `propagate` runs one product per channel over all B conditions.
+        signal = jnp.zeros((n, self.channels, batch), jnp.float32)
+        signal = signal.at[drug, :, jnp.arange(batch)].set(self.inject(h[drug]))
+        mix = self.mix.kernel[...]
         reached = [signal[readout]]
         for _ in range(self.steps):
-            messages = signal[senders] * weight[:, None, :]
-            signal = signal + self.mix(segment_sum(messages, receivers, n))
+            moved = propagate(topology, signal, weight)
+            signal = signal + jnp.einsum("ncb,cd->ndb", moved, mix)
             reached.append(signal[readout])
-        reached = jnp.concatenate(reached, axis=-1)                         # [G, B, C*(steps+1)]
-        return jnp.einsum("gbk,gk->bg", reached, self.readout(h[readout]))
+        reached = jnp.concatenate(reached, axis=1)                          # [G, C*(steps+1), B]
+        return jnp.einsum("gkb,gk->bg", reached, self.readout(h[readout]))
 
 
 class PerturbationModel(nnx.Module):
@@ -148,8 +151,7 @@ class PerturbationModel(nnx.Module):
         self.scale = nnx.Sequential(
             nnx.Linear(2 * width + num_covariates, hidden, rngs=rngs), nnx.gelu,
             nnx.Linear(hidden, 1, rngs=rngs))
-        # steps=0 leaves propagation out: on large graphs its [edges, batch, channels] messages
-        # cost more than the encoder.
+        # steps=0 leaves propagation out.
         self.propagation = (SignalPropagation(len(schema.edge_types), width, channels=channels,
                                               steps=steps, rngs=rngs) if steps else None)
         self.gene_bias = nnx.Param(jnp.zeros((num_readout,)))
@@ -160,12 +162,13 @@ class PerturbationModel(nnx.Module):
                                   if readout_embedding else None)
         self.hidden = hidden
 
-    def __call__(self, graph: jraph.GraphsTuple, drug: jax.Array, cell: jax.Array,
+    def __call__(self, topology: Topology, nodes: dict, drug: jax.Array, cell: jax.Array,
                  covariates: jax.Array, readout: jax.Array, *, rngs: nnx.Rngs | None = None,
                  deterministic: bool = True) -> jax.Array:
-        """Args: node positions (flat numbering of the padded graph) of each condition's drug
-        [B] and cell line [B], covariates [B, num_covariates], readout genes [G]."""
-        h = self.encoder(graph, rngs=rngs, deterministic=deterministic)
+        """Args: the graph's topology and node inputs (see `KGEncoder`), node positions (in the
+        topology's numbering) of each condition's drug [B] and cell line [B], covariates
+        [B, num_covariates], readout genes [G]."""
+        h = self.encoder(topology, nodes, rngs=rngs, deterministic=deterministic)
         h_drug, h_cell = h[drug], h[cell]
         gene_key = self.gene_key(h[readout])
         if self.readout_embedding is not None:
@@ -175,7 +178,7 @@ class PerturbationModel(nnx.Module):
         norm = jnp.sqrt(self.hidden)
         effect = self.drug_key(h_drug) @ gene_effect.T / norm            # [B, G] drug x gene
         if self.propagation is not None:
-            effect = effect + self.propagation(h, graph, drug, readout)  # [B, G] along KG paths
+            effect = effect + self.propagation(h, topology, drug, readout)  # [B, G] along KG paths
         gain = 1.0 + (cell_gain @ gene_context.T) / norm                # [B, G] cell x gene
         shift = (cell_shift @ gene_context.T) / norm                    # [B, G] cell x gene
         scale = nnx.softplus(self.scale(jnp.concatenate([h_drug, h_cell, covariates], -1)))

@@ -19,8 +19,9 @@ from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import signature_metrics
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, to_graphs_tuple
+from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes
 from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
+from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
@@ -55,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.graph = ml_collections.ConfigDict()
     c.graph.drop_relations = []  # relation names or "src--rel-->dst" edge types to ablate
     c.graph.drop_node_features = []  # node types whose input features the graph model ignores
-    c.graph.padding_multiple = 256
+    c.graph.padding_multiple = 8  # sampled mode: each type's and relation's budget rounds up to it
     # "full": every step runs on the whole padded graph (small graphs); "sampled": each batch
     # (each device's share) runs on the k-hop subgraph around its drugs, cell lines and the
     # readout genes (perturbjax/graph/sampling.py), for graphs too large for a full-graph step.
@@ -187,9 +188,13 @@ class PerturbationTask:
             self.budget = self.sampler.budget
             self.inputs = {}  # every batch brings its own subgraph
         elif config.graph.mode == "full":
-            self.budget = PaddingBudget.fitting(graph, multiple=config.graph.padding_multiple)
+            # The whole graph, exactly (no padding), with the sparse backend's index.
+            self.budget = PaddingBudget(n_node=graph.num_nodes, n_edge=graph.num_edges, n_graph=1)
+            features, _ = flat_nodes(graph, self.schema)
             self.inputs = {
-                "graph": jax.tree.map(jnp.asarray, to_graphs_tuple(graph, self.budget, self.schema)),
+                "topology": Topology.build(graph, self.schema, sparse=True).to_device(),
+                "nodes": {"features": jnp.asarray(features),
+                          "id": jnp.arange(graph.num_nodes, dtype=jnp.int32)},
                 "readout": jnp.asarray(self._readout_pos),
             }
         else:
@@ -217,15 +222,17 @@ class PerturbationTask:
                                  steps=m.propagation_steps,
                                  readout_embedding=m.readout_embedding,
                                  embedded_types=tuple(m.embedded_node_types),
-                                 # node ids index the embedding table: positions in the
-                                 # padded graph, or in the full graph when sampling
-                                 num_nodes=(self.graph.num_nodes if self.sampler
-                                            else self.budget.n_node), rngs=rngs)
+                                 # node ids (positions in the full graph) index the table
+                                 num_nodes=self.graph.num_nodes, rngs=rngs)
 
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
         x = {**inputs, **batch}  # the graph and readout are in the batch in sampled mode
-        return model(x["graph"], x["drug"], x["cell"], x["covariates"], x["readout"], rngs=rngs,
-                     deterministic=deterministic)
+        if "graph" in x:  # a sampled subgraph, laid out in the sampler's blocks
+            graph = x["graph"]
+            x["topology"] = Topology.from_graphs_tuple(graph, self.sampler.layout)
+            x["nodes"] = {"features": graph.nodes["features"], "id": graph.nodes["id"]}
+        return model(x["topology"], x["nodes"], x["drug"], x["cell"], x["covariates"],
+                     x["readout"], rngs=rngs, deterministic=deterministic)
 
     def loss(self, model, inputs, batch, key) -> jax.Array:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)

@@ -1,0 +1,178 @@
+"""`propagate`: the one seam through which every layer moves values along edges.
+
+    out[i] = sum over edges e into i of  w_e * values[src(e)]        (reduce="sum")
+
+`src(e)` is the edge's sender (`source="node"`, values `[N, ...]`) or its row in
+relation-source space (`source="relation"`, values `[S, ...]`: each relation's transformed
+source nodes, see `perturbjax.graph.topology`). The edge weight `w` is anything per edge, and
+optionally per leading value axis (heads, samples): attention coefficients, degree norms and
+attribution masks all take this path, and its gradient is exact.
+
+Two backends, chosen by the data layout (whether the topology carries a sparse index), never by
+the model:
+
+  * sparse products (fixed graphs: full-graph training, shared-topology batches): one CSR
+    product per weight column, `A(w) @ X`, through `jax.experimental.sparse`'s native CPU / GPU
+    kernel, with a custom VJP whose backward is the transposed product `A(w)^T @ G` plus the
+    per-edge dots `<G[receiver], X[source]>` for the weights. Neither direction materialises an
+    `[E, F]` message array except that last gradient, which only attention needs (XLA drops it
+    when the weights are constants). BCSR's own autodiff is not used: it was much slower.
+  * segment ops (sampled subgraphs, whose structure changes every batch): gather the messages,
+    weight them, and `segment_sum` them onto receivers.
+
+Both accumulate in float32 and give padding edges weight exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import sparse as jsparse
+
+from perturbjax.graph.aggregate import segment_softmax, segment_sum
+from perturbjax.graph.topology import CSR, Topology
+
+REDUCTIONS = ("sum", "mean")
+SOURCES = ("node", "relation")
+
+
+def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
+    rows = csr.indptr.shape[0] - 1
+    if data.shape[0] == 0:
+        return jnp.zeros((rows, x.shape[1]), jnp.float32)
+    matrix = jsparse.BCSR((data, csr.indices, csr.indptr), shape=(rows, x.shape[0]))
+    return matrix @ x
+
+
+def _varying(x) -> frozenset:
+    """The mesh axes along which `x` varies inside `shard_map` (empty outside it)."""
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset(getattr(mat, "varying", ()) or ())
+
+
+def _like(y: jax.Array, like: frozenset) -> jax.Array:
+    """`y` marked as varying exactly along `like`: the sparse kernel does not track device
+    variance inside `shard_map`, so its results are re-marked (and a cotangent of a replicated
+    input is summed over the devices, as the transpose of a broadcast must be)."""
+    have = _varying(y)
+    if like - have:
+        y = jax.lax.pcast(y, tuple(sorted(like - have)), to="varying")
+    if have - like:
+        y = jax.lax.psum(y, tuple(sorted(have - like)))
+    return y
+
+
+@jax.custom_vjp
+def _spmm(w, x, fwd, bwd, rows, cols):
+    """`A @ x` for the matrix with `A[rows[e], cols[e]] = w[e]`; `fwd` / `bwd` are its CSR
+    pattern and that of its transpose (entries in CSR order, `order` mapping back to edges)."""
+    return _like(_csr_product(w[fwd.order], fwd, x), _varying(w) | _varying(x))
+
+
+def _spmm_fwd(w, x, fwd, bwd, rows, cols):
+    return _spmm(w, x, fwd, bwd, rows, cols), (w, x, fwd, bwd, rows, cols)
+
+
+def _spmm_bwd(res, g):
+    w, x, fwd, bwd, rows, cols = res
+    dx = _like(_csr_product(w[bwd.order], bwd, g), _varying(x))
+    dw = _like(jnp.sum(g[rows] * x[cols], axis=-1), _varying(w))
+    return dw, dx, None, None, None, None
+
+
+_spmm.defvjp(_spmm_fwd, _spmm_bwd)
+
+
+def _weight_columns(values: jax.Array, weight: jax.Array | None, num_edges: int):
+    """Brings values `[S, *rest]` and weights `[E, *p]` (p broadcasting against the leading
+    axes of `rest`) to `[S, K, F]` and `[E, K]`: K weight columns, F values per column."""
+    if weight is None:
+        return values.reshape(values.shape[0], 1, -1), jnp.ones((num_edges, 1), jnp.float32), \
+            values.shape[1:]
+    p, rest = weight.shape[1:], values.shape[1:]
+    if weight.shape[0] != num_edges or len(p) > len(rest):
+        raise ValueError(f"edge weights of shape {weight.shape} do not fit {num_edges} edges and "
+                         f"values of shape {values.shape} (expected [E] or [E, *leading value axes])")
+    q = jnp.broadcast_shapes(p, rest[:len(p)])
+    tail = rest[len(p):]
+    values = jnp.broadcast_to(values, values.shape[:1] + q + tail)
+    weight = jnp.broadcast_to(weight, (num_edges,) + q)
+    k = math.prod(q)
+    return (values.reshape(values.shape[0], k, -1), weight.reshape(num_edges, k), q + tail)
+
+
+def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | None = None, *,
+              source: str = "node", reduce: str = "sum") -> jax.Array:
+    """Sums (or averages) weighted messages onto receivers.
+
+    Args:
+      topology: the graph structure; its `sparse` index selects the sparse backend.
+      values: `[N, ...]` node values (`source="node"`) or `[S, ...]` rows of relation-source
+        space (`source="relation"`); any dtype, accumulated in float32.
+      edge_weight: None (every real edge weighs 1), `[E]`, or `[E, *p]` with `p` broadcasting
+        against the leading axes of `values.shape[1:]` (e.g. `[E, H]` for values `[S, H, C]`,
+        `[E, B, H]` for values `[S, B, H, C]`). Padding edges are zeroed whatever they hold.
+      source: where messages come from, "node" or "relation".
+      reduce: "sum", or "mean" over each receiver's real in-edges (0 where there are none).
+
+    Returns:
+      float32 `[N, ...]`, the trailing shape of `values` (broadcast against the weights).
+    """
+    if source not in SOURCES or reduce not in REDUCTIONS:
+        raise ValueError(f"propagate(source={source!r}, reduce={reduce!r}); expected source in "
+                         f"{SOURCES} and reduce in {REDUCTIONS}")
+    layout = topology.layout
+    expected = layout.num_nodes if source == "node" else layout.num_sources
+    if values.shape[0] != expected:
+        raise ValueError(f"values have {values.shape[0]} rows; source={source!r} needs {expected}")
+    cols = topology.senders if source == "node" else topology.src_index
+    x, w, out_tail = _weight_columns(jnp.asarray(values, jnp.float32), edge_weight,
+                                     layout.num_edges)
+    w = jnp.where(topology.edge_mask[:, None], jnp.asarray(w, jnp.float32), 0.0)
+    n = layout.num_nodes
+    if topology.sparse is not None:
+        fwd, bwd = ((topology.sparse.node, topology.sparse.node_t) if source == "node"
+                    else (topology.sparse.relation, topology.sparse.relation_t))
+        out = jnp.stack([_spmm(w[:, k], x[:, k], fwd, bwd, topology.receivers, cols)
+                         for k in range(x.shape[1])], axis=1)
+    else:
+        out = segment_sum(w[..., None] * x[cols], topology.receivers, n)
+    if reduce == "mean":
+        count = segment_sum(jnp.ones(layout.num_edges), topology.receivers, n, topology.edge_mask)
+        out = out / jnp.maximum(count, 1.0)[:, None, None]
+    return out.reshape((n,) + out_tail)
+
+
+def edge_softmax(topology: Topology, logits: jax.Array, *, by: str = "relation") -> jax.Array:
+    """Softmax of edge scores `[E, ...]` over each (relation, receiver) group (`by="relation"`,
+    relation-wise attention) or over all of a receiver's in-edges (`by="receiver"`); 0 on
+    padding edges."""
+    if by == "relation":
+        return segment_softmax(logits, topology.group, topology.layout.num_groups,
+                               topology.edge_mask, indices_are_sorted=True)
+    if by == "receiver":
+        return segment_softmax(logits, topology.receivers, topology.num_nodes, topology.edge_mask)
+    raise ValueError(f"edge_softmax(by={by!r}); expected 'relation' or 'receiver'")
+
+
+def relation_mean_weights(topology: Topology) -> jax.Array:
+    """Per-edge `1 / c_ir`, c_ir the number of real in-edges of the edge's receiver i of its
+    relation r: with these weights `propagate` averages within each (relation, receiver)."""
+    ones = topology.edge_mask.astype(jnp.float32)
+    count = jax.ops.segment_sum(ones, topology.group, topology.layout.num_groups,
+                                indices_are_sorted=True)
+    return ones / jnp.maximum(count[topology.group], 1.0)
+
+
+def symmetric_norm_weights(topology: Topology) -> jax.Array:
+    """Per-edge `1 / sqrt(out-degree(sender) * in-degree(receiver))` within the edge's relation,
+    counting real edges only (GCN's normalisation, per relation)."""
+    ones = topology.edge_mask.astype(jnp.float32)
+    n, rel = topology.num_nodes, topology.edge_type
+    out_deg = jax.ops.segment_sum(ones, rel * n + topology.senders, n * topology.num_relations)
+    in_deg = jax.ops.segment_sum(ones, topology.group, topology.layout.num_groups,
+                                 indices_are_sorted=True)
+    return jax.lax.rsqrt(jnp.maximum(out_deg[rel * n + topology.senders]
+                                     * in_deg[topology.group], 1.0))

@@ -1,0 +1,302 @@
+"""Device-side graph structure, built once and kept apart from the node values.
+
+A `Topology` is the structure every message-passing layer reads: which edges join which nodes,
+by which relation, which entries are padding, and (for fixed graphs) the compressed sparse rows
+the sparse backend of `perturbjax.graph.propagate` multiplies with. Node values are passed to the
+layers separately and may be `[N, d]` or `[N, B, d]` (B samples sharing the graph), as in
+GraphCast's typed graphs, whose structure is built once while the features change per call.
+
+The layout is blocked and static (`Layout`, part of the pytree's structure, so jit sees plain
+integers):
+
+  * nodes are numbered type by type (types in `GraphSchema.node_types` order); type t owns the
+    contiguous range `node_blocks[t]`, which may end in padding nodes (mask False);
+  * edges are sorted by (relation, receiver); relation r owns the contiguous edge range
+    `relations[r]`, which may end in padding edges (mask False) that join the last node of the
+    source block to the last node of the target block, so receivers stay sorted;
+  * "relation-source space" stacks, relation after relation, the rows of each relation's source
+    type (`source_offset(r)` + local id): a layer that transforms only a relation's source nodes
+    (`W_r h_j` for j of r's source type) writes there, and `src_index` says where each edge's
+    message comes from. "Relation-target space" does the same for targets: `group` numbers the
+    (relation, receiver) pairs, the softmax / mean groups of relation-wise layers, and is sorted.
+
+A full graph is laid out exactly (no padding); a sampled subgraph is padded to the sampler's
+frozen per-type and per-relation budgets (`perturbjax.graph.sampling`), and the step turns its
+padded `jraph.GraphsTuple` into a topology with `Topology.from_graphs_tuple`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from perturbjax.graph.hetero import HeteroGraph
+from perturbjax.graph.padding import GraphSchema
+
+
+class RelationBlock(NamedTuple):
+    """Static facts of one relation: its edge range and the node types it joins."""
+
+    edge_start: int
+    edge_stop: int
+    source_type: int
+    target_type: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The static (hashable) part of a topology: block ranges, all plain Python integers.
+
+    Attributes:
+      node_blocks: per node type, its `(start, stop)` in the flat numbering; the blocks tile
+        `[0, num_nodes)` in type order.
+      relations: per relation id, its `RelationBlock`; edge ranges tile `[0, num_edges)`.
+    """
+
+    node_blocks: tuple[tuple[int, int], ...]
+    relations: tuple[RelationBlock, ...]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.node_blocks[-1][1] if self.node_blocks else 0
+
+    @property
+    def num_edges(self) -> int:
+        return self.relations[-1].edge_stop if self.relations else 0
+
+    def source_range(self, r: int) -> tuple[int, int]:
+        return self.node_blocks[self.relations[r].source_type]
+
+    def target_range(self, r: int) -> tuple[int, int]:
+        return self.node_blocks[self.relations[r].target_type]
+
+    def _stack_offsets(self, side: str) -> tuple[int, ...]:
+        rng = self.source_range if side == "source" else self.target_range
+        sizes = [stop - start for start, stop in (rng(r) for r in range(len(self.relations)))]
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+
+    @property
+    def source_offsets(self) -> tuple[int, ...]:
+        """Start of each relation's rows in relation-source space (and its size, last)."""
+        return self._stack_offsets("source")
+
+    @property
+    def target_offsets(self) -> tuple[int, ...]:
+        """Start of each relation's rows in relation-target space (and its size, last)."""
+        return self._stack_offsets("target")
+
+    @property
+    def num_sources(self) -> int:
+        return self.source_offsets[-1]
+
+    @property
+    def num_groups(self) -> int:
+        return self.target_offsets[-1]
+
+    def validate(self) -> None:
+        """Raises ValueError unless the blocks tile their ranges and relations join known types."""
+        start = 0
+        for t, (a, b) in enumerate(self.node_blocks):
+            if a != start or b < a:
+                raise ValueError(f"node block {t} is {(a, b)}; expected to start at {start}")
+            start = b
+        start = 0
+        for r, blk in enumerate(self.relations):
+            if blk.edge_start != start or blk.edge_stop < blk.edge_start:
+                raise ValueError(f"relation {r}'s edge range {blk[:2]} does not start at {start}")
+            for t in (blk.source_type, blk.target_type):
+                if not 0 <= t < len(self.node_blocks):
+                    raise ValueError(f"relation {r} names node type {t}, not one of the layout's")
+            start = blk.edge_stop
+
+
+class CSR(NamedTuple):
+    """One compressed-sparse-row pattern over the topology's edges.
+
+    Row i's entries are `indices[indptr[i]:indptr[i + 1]]`; entry k holds edge `order[k]`, so an
+    edge weight `w` (edge order) becomes the matrix data `w[order]`.
+    """
+
+    indptr: jax.Array
+    indices: jax.Array
+    order: jax.Array
+
+
+class SparseIndex(NamedTuple):
+    """What the sparse backend multiplies with: rows are receivers, columns are sources.
+
+    `node`: columns are sender node ids (messages from node values `[N, ...]`); `relation`:
+    columns are rows of relation-source space (messages from per-relation transformed sources
+    `[S, ...]`). Each comes with its transpose (rows = sources, columns = receivers), which is
+    the backward product.
+    """
+
+    node: CSR
+    node_t: CSR
+    relation: CSR
+    relation_t: CSR
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> CSR:
+    order = np.argsort(rows, kind="stable").astype(np.int32)
+    counts = np.bincount(rows, minlength=num_rows)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return CSR(indptr=indptr, indices=cols[order].astype(np.int32), order=order)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """The graph structure on the device (a pytree; `layout` is static).
+
+    Attributes:
+      senders, receivers: int32 `[E]` flat node ids, edges sorted by (relation, receiver).
+      edge_type: int32 `[E]` relation id of each edge.
+      edge_mask: bool `[E]`, False on padding edges.
+      node_type: int32 `[N]`; node_mask: bool `[N]`, False on padding nodes.
+      src_index: int32 `[E]` row of each edge's source in relation-source space.
+      group: int32 `[E]` (relation, receiver) pair of each edge in relation-target space (sorted).
+      sparse: the CSR patterns of the sparse backend, or None (segment backend).
+      layout: the static block layout.
+    """
+
+    senders: jax.Array
+    receivers: jax.Array
+    edge_type: jax.Array
+    edge_mask: jax.Array
+    node_type: jax.Array
+    node_mask: jax.Array
+    src_index: jax.Array
+    group: jax.Array
+    sparse: SparseIndex | None
+    layout: Layout = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def num_nodes(self) -> int:
+        return self.layout.num_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return self.layout.num_edges
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.layout.relations)
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def build(cls, graph: HeteroGraph, schema: GraphSchema | None = None, *,
+              sparse: bool = True) -> "Topology":
+        """The exact (unpadded) topology of a whole graph, with numpy arrays (host side).
+
+        Args:
+          graph: the heterogeneous graph.
+          schema: fixes node type and relation ids (defaults to the graph's own); relations of
+            the schema that the graph lacks get empty edge ranges.
+          sparse: also build the CSR patterns of the sparse backend.
+        """
+        schema = schema or GraphSchema.of(graph)
+        if tuple(graph.node_types) != schema.node_types:
+            raise ValueError(f"graph node types {graph.node_types} differ from the schema's "
+                             f"{schema.node_types}")
+        unknown = set(graph.edge_types) - set(schema.edge_types)
+        if unknown:
+            raise ValueError(f"edge types {sorted(map(str, unknown))} are not in the schema")
+        offsets = graph.node_offsets()
+        type_id = {t: i for i, t in enumerate(schema.node_types)}
+        node_blocks = tuple((offsets[t], offsets[t] + graph.nodes[t].count)
+                            for t in schema.node_types)
+        senders, receivers, blocks, start = [], [], [], 0
+        for k in schema.edge_types:
+            es = graph.edges.get(k)
+            s = np.zeros(0, np.int64) if es is None else es.senders.astype(np.int64)
+            t = np.zeros(0, np.int64) if es is None else es.receivers.astype(np.int64)
+            order = np.lexsort((s, t))  # by receiver, then sender: deterministic
+            senders.append(s[order] + offsets[k.source])
+            receivers.append(t[order] + offsets[k.target])
+            blocks.append(RelationBlock(start, start + len(s), type_id[k.source],
+                                        type_id[k.target]))
+            start += len(s)
+        layout = Layout(node_blocks, tuple(blocks))
+        num_nodes = layout.num_nodes
+        node_type = np.zeros(num_nodes, np.int32)
+        for t, (a, b) in enumerate(node_blocks):
+            node_type[a:b] = t
+        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
+        return cls.from_arrays(layout, cat(senders), cat(receivers),
+                               np.ones(layout.num_edges, bool), node_type,
+                               np.ones(num_nodes, bool), sparse=sparse)
+
+    @classmethod
+    def from_arrays(cls, layout: Layout, senders, receivers, edge_mask, node_type, node_mask,
+                    *, sparse: bool = False) -> "Topology":
+        """A topology from flat arrays already in `layout` (numpy, host side, when `sparse`;
+        jax arrays inside a jitted step otherwise)."""
+        xp = np if isinstance(senders, np.ndarray) else jnp
+        edge_type, src_base, dst_base = (np.zeros(layout.num_edges, np.int32) for _ in range(3))
+        src_off, dst_off = layout.source_offsets, layout.target_offsets
+        for r, blk in enumerate(layout.relations):
+            sl = slice(blk.edge_start, blk.edge_stop)
+            edge_type[sl] = r
+            src_base[sl] = src_off[r] - layout.source_range(r)[0]
+            dst_base[sl] = dst_off[r] - layout.target_range(r)[0]
+        src_index = (senders + xp.asarray(src_base)).astype(xp.int32)
+        group = (receivers + xp.asarray(dst_base)).astype(xp.int32)
+        index = None
+        if sparse:
+            if xp is not np:
+                raise ValueError("the sparse index is built on the host: pass numpy arrays")
+            n, s = layout.num_nodes, layout.num_sources
+            # Padding edges carry weight 0 (propagate masks the weights), so they may stay in.
+            index = SparseIndex(node=_csr(receivers, senders, n), node_t=_csr(senders, receivers, n),
+                                relation=_csr(receivers, src_index, n),
+                                relation_t=_csr(src_index, receivers, s))
+        return cls(senders=senders.astype(xp.int32), receivers=receivers.astype(xp.int32),
+                   edge_type=xp.asarray(edge_type), edge_mask=edge_mask.astype(bool),
+                   node_type=node_type.astype(xp.int32), node_mask=node_mask.astype(bool),
+                   src_index=src_index, group=group, sparse=index, layout=layout)
+
+    @classmethod
+    def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout) -> "Topology":
+        """The topology of a padded graph that is laid out in `layout`'s blocks (the sampler's
+        subgraphs); works on device arrays inside a jitted step (segment backend)."""
+        return cls.from_arrays(layout, graph.senders, graph.receivers, graph.edges["mask"],
+                               graph.nodes["node_type"], graph.nodes["mask"])
+
+    def to_device(self) -> "Topology":
+        return jax.tree.map(jnp.asarray, self)
+
+    # ---- helpers layers share ---------------------------------------------------------------
+    def per_type(self, values: jax.Array, fn) -> jax.Array:
+        """`fn(t, values[block of t])` for every node type, concatenated back in node order."""
+        parts = [fn(t, values[a:b]) for t, (a, b) in enumerate(self.layout.node_blocks)]
+        return jnp.concatenate(parts, axis=0)
+
+    def per_relation_sources(self, values: jax.Array, fn):
+        """`fn(r, values[source block of r])` for every relation, stacked row-wise: values in
+        relation-source space (`fn` may return a tuple of arrays; each is stacked)."""
+        return _stack([fn(r, values[slice(*self.layout.source_range(r))])
+                       for r in range(self.num_relations)])
+
+    def per_relation_targets(self, values: jax.Array, fn):
+        """`fn(r, values[target block of r])` for every relation, stacked row-wise: values in
+        relation-target space (rows numbered like `group`)."""
+        return _stack([fn(r, values[slice(*self.layout.target_range(r))])
+                       for r in range(self.num_relations)])
+
+    def real_edges(self) -> np.ndarray:
+        """(sender, receiver, relation) of every real edge, host side, in edge order."""
+        mask = np.asarray(self.edge_mask)
+        return np.stack([np.asarray(self.senders)[mask], np.asarray(self.receivers)[mask],
+                         np.asarray(self.edge_type)[mask]], axis=1)
+
+
+def _stack(parts: list):
+    if not parts:
+        raise ValueError("the topology has no relations")
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
