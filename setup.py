@@ -30,6 +30,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9"],
+        "bench": ["torch==2.13.0", "torch_geometric>=2.6"],
     },
     entry_points={"console_scripts": ["perturbjax=perturbjax.cli:main"]},
 )
