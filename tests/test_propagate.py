@@ -42,11 +42,16 @@ def test_build_sorts_edges_by_relation_then_receiver_and_keeps_every_edge():
         a, b = topo.layout.source_range(r)
         assert ((topo.senders[sl] >= a) & (topo.senders[sl] < b)).all()
     assert (np.diff(topo.group) >= 0).all()  # (relation, receiver) groups ascend
-    # Each edge's relation-source row is its sender's row in its relation's block.
-    off = topo.layout.source_offsets
+    # Each edge's relation-source row is (its sender, its relation)'s, and those rows are
+    # distinct for distinct pairs and fill [0, num_sources).
+    rows = {}
+    for t, (a, b) in enumerate(topo.layout.node_blocks):
+        for r in topo.layout.source_relations(t):
+            for local in range(b - a):
+                rows[(a + local, r)] = topo.layout.source_row(r, local)
+    assert sorted(rows.values()) == list(range(topo.layout.num_sources))
     for e in range(topo.num_edges):
-        r = int(topo.edge_type[e])
-        assert topo.src_index[e] == off[r] + topo.senders[e] - topo.layout.source_range(r)[0]
+        assert topo.src_index[e] == rows[(int(topo.senders[e]), int(topo.edge_type[e]))]
 
 
 @pytest.mark.parametrize("sparse", BACKENDS)

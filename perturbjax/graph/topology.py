@@ -14,10 +14,11 @@ integers):
   * edges are sorted by (relation, receiver); relation r owns the contiguous edge range
     `relations[r]`, which may end in padding edges (mask False) that join the last node of the
     source block to the last node of the target block, so receivers stay sorted;
-  * "relation-source space" stacks, relation after relation, the rows of each relation's source
-    type (`source_offset(r)` + local id): a layer that transforms only a relation's source nodes
-    (`W_r h_j` for j of r's source type) writes there, and `src_index` says where each edge's
-    message comes from. "Relation-target space" does the same for targets: `group` numbers the
+  * "relation-source space" holds one row per (source node, relation leaving its type): type by
+    type, node by node, then relation (`Layout.source_row`), so a layer transforms a type's
+    nodes for all its relations in one matrix product, `h_t @ [W_r1 | W_r2 | ...]`, whose
+    `[n_t, m_t, d]` result is that type's rows as it stands (`Topology.per_source_type`);
+    `src_index` says where each edge's message comes from. "Relation-target space" does the same for targets: `group` numbers the
     (relation, receiver) pairs, the softmax / mean groups of relation-wise layers, and is sorted.
 
 A full graph is laid out exactly (no padding); a sampled subgraph is padded to the sampler's
@@ -75,24 +76,34 @@ class Layout:
     def target_range(self, r: int) -> tuple[int, int]:
         return self.node_blocks[self.relations[r].target_type]
 
-    def _stack_offsets(self, side: str) -> tuple[int, ...]:
-        rng = self.source_range if side == "source" else self.target_range
-        sizes = [stop - start for start, stop in (rng(r) for r in range(len(self.relations)))]
-        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
-
-    @property
-    def source_offsets(self) -> tuple[int, ...]:
-        """Start of each relation's rows in relation-source space (and its size, last)."""
-        return self._stack_offsets("source")
-
     @property
     def target_offsets(self) -> tuple[int, ...]:
         """Start of each relation's rows in relation-target space (and its size, last)."""
-        return self._stack_offsets("target")
+        sizes = [b - a for a, b in (self.target_range(r) for r in range(len(self.relations)))]
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+
+    def source_relations(self, t: int) -> tuple[int, ...]:
+        """The relations whose source type is `t`, in relation order."""
+        return tuple(r for r, blk in enumerate(self.relations) if blk.source_type == t)
+
+    @property
+    def source_type_offsets(self) -> tuple[int, ...]:
+        """Start of each node type's rows in relation-source space (and its size, last): type t
+        owns `n_t * m_t` rows, m_t = len(source_relations(t))."""
+        sizes = [(b - a) * len(self.source_relations(t))
+                 for t, (a, b) in enumerate(self.node_blocks)]
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+
+    def source_row(self, r: int, local: np.ndarray | jax.Array):
+        """Row in relation-source space of the source node `local` (id within its type's block)
+        of relation r: type-major, node-major, then r's place among its type's relations."""
+        t = self.relations[r].source_type
+        rels = self.source_relations(t)
+        return self.source_type_offsets[t] + local * len(rels) + rels.index(r)
 
     @property
     def num_sources(self) -> int:
-        return self.source_offsets[-1]
+        return self.source_type_offsets[-1]
 
     @property
     def num_groups(self) -> int:
@@ -238,14 +249,18 @@ class Topology:
         """A topology from flat arrays already in `layout` (numpy, host side, when `sparse`;
         jax arrays inside a jitted step otherwise)."""
         xp = np if isinstance(senders, np.ndarray) else jnp
-        edge_type, src_base, dst_base = (np.zeros(layout.num_edges, np.int32) for _ in range(3))
-        src_off, dst_off = layout.source_offsets, layout.target_offsets
+        edge_type, src_base, src_mult, dst_base = (np.zeros(layout.num_edges, np.int32)
+                                                   for _ in range(4))
+        dst_off = layout.target_offsets
         for r, blk in enumerate(layout.relations):
             sl = slice(blk.edge_start, blk.edge_stop)
             edge_type[sl] = r
-            src_base[sl] = src_off[r] - layout.source_range(r)[0]
+            m = len(layout.source_relations(blk.source_type))
+            # row = (sender - start of its block) * m + row of the block's first node for r
+            src_mult[sl] = m
+            src_base[sl] = layout.source_row(r, 0) - layout.source_range(r)[0] * m
             dst_base[sl] = dst_off[r] - layout.target_range(r)[0]
-        src_index = (senders + xp.asarray(src_base)).astype(xp.int32)
+        src_index = (senders * xp.asarray(src_mult) + xp.asarray(src_base)).astype(xp.int32)
         group = (receivers + xp.asarray(dst_base)).astype(xp.int32)
         index = None
         if sparse:
@@ -272,22 +287,34 @@ class Topology:
         return jax.tree.map(jnp.asarray, self)
 
     # ---- helpers layers share ---------------------------------------------------------------
+    # Blocks are cut with one `jnp.split`, never with a slice per relation: the gradient of a
+    # split is a concatenation, while each slice's gradient would be zero-padded to all N rows
+    # and summed (R full-size buffers per layer).
+    def split_types(self, values: jax.Array) -> list[jax.Array]:
+        """`values` `[N, ...]` cut into the node types' blocks."""
+        return jnp.split(values, [b for _, b in self.layout.node_blocks[:-1]], axis=0)
+
     def per_type(self, values: jax.Array, fn) -> jax.Array:
         """`fn(t, values[block of t])` for every node type, concatenated back in node order."""
-        parts = [fn(t, values[a:b]) for t, (a, b) in enumerate(self.layout.node_blocks)]
-        return jnp.concatenate(parts, axis=0)
+        return _stack([fn(t, x) for t, x in enumerate(self.split_types(values))])
 
-    def per_relation_sources(self, values: jax.Array, fn):
-        """`fn(r, values[source block of r])` for every relation, stacked row-wise: values in
-        relation-source space (`fn` may return a tuple of arrays; each is stacked)."""
-        return _stack([fn(r, values[slice(*self.layout.source_range(r))])
-                       for r in range(self.num_relations)])
+    def per_source_type(self, values: jax.Array, fn):
+        """Values in relation-source space: `fn(t, relations, values[block of t])` for every node
+        type t that some relation leaves, returning `[n_t, len(relations), ...]` (or a tuple of
+        such arrays), reshaped and stacked type after type."""
+        blocks, parts = self.split_types(values), []
+        for t, x in enumerate(blocks):
+            rels = self.layout.source_relations(t)
+            if rels:
+                out = fn(t, rels, x)
+                parts.append(jax.tree.map(lambda y: y.reshape((-1,) + y.shape[2:]), out))
+        return _stack(parts)
 
     def per_relation_targets(self, values: jax.Array, fn):
         """`fn(r, values[target block of r])` for every relation, stacked row-wise: values in
         relation-target space (rows numbered like `group`)."""
-        return _stack([fn(r, values[slice(*self.layout.target_range(r))])
-                       for r in range(self.num_relations)])
+        blocks = self.split_types(values)
+        return _stack([fn(r, blocks[blk.target_type]) for r, blk in enumerate(self.layout.relations)])
 
     def real_edges(self) -> np.ndarray:
         """(sender, receiver, relation) of every real edge, host side, in edge order."""

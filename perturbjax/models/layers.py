@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from perturbjax.graph.propagate import edge_softmax, propagate, relation_mean_weights
@@ -142,18 +143,22 @@ class HeteroGAT(nnx.Module):
         num_relations, in_dim, out_dim = self.kernel.shape
         _check_relations("HeteroGAT", num_relations, topology)
         heads = self.num_heads
-        kernel = self.kernel[...].reshape(num_relations, in_dim, heads, -1)
-        att_src, att_dst = self.att_src[...], self.att_dst[...]
+        kernel = self.kernel[...]
+        # Receiver- and sender-side scores fold into the kernels: a . (W_r h) = h . (W_r a).
+        w_src = jnp.einsum("rihc,rhc->rih", kernel.reshape(num_relations, in_dim, heads, -1),
+                           self.att_src[...])
+        w_dst = jnp.einsum("rihc,rhc->rih", kernel.reshape(num_relations, in_dim, heads, -1),
+                           self.att_dst[...])
 
-        def source(r, hs):  # [n_s, ..., in] -> messages [n_s, ..., H, C] and their scores
-            x = jnp.einsum("n...i,ihc->n...hc", hs, kernel[r])
-            return x, jnp.einsum("n...hc,hc->n...h", x, att_src[r])
+        def source(t, rels, hs):  # one product for all relations leaving type t
+            rels = np.asarray(rels)
+            x = jnp.einsum("n...i,mio->n...mo", hs, kernel[rels])
+            score = jnp.einsum("n...i,mih->n...mh", hs, w_src[rels])
+            x, score = jnp.moveaxis(x, -2, 1), jnp.moveaxis(score, -2, 1)  # [n, m, ...]
+            return x.reshape(x.shape[:-1] + (heads, -1)), score
 
-        def target(r, ht):  # the receiver's score, h_i . (W_r a_dst_r): no [n_t, out] projection
-            return jnp.einsum("n...i,ih->n...h", ht, jnp.einsum("ihc,hc->ih", kernel[r], att_dst[r]))
-
-        x, score_src = topology.per_relation_sources(h, source)
-        score_dst = topology.per_relation_targets(h, target)
+        x, score_src = topology.per_source_type(h, source)
+        score_dst = topology.per_relation_targets(h, lambda r, ht: ht @ w_dst[r])
         logits = jax.nn.leaky_relu(score_src[topology.src_index] + score_dst[topology.group],
                                    self.negative_slope)
         alpha = edge_softmax(topology, logits, by="relation")
@@ -212,7 +217,11 @@ class RGCN(nnx.Module):
     def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
         _check_relations("RGCN", self.num_relations, topology)
         kernels = self.relation_kernels()
-        x = topology.per_relation_sources(h, lambda r, hs: hs @ kernels[r])
+
+        def source(t, rels, hs):  # one product for all relations leaving type t
+            return jnp.moveaxis(jnp.einsum("n...i,mio->n...mo", hs, kernels[np.asarray(rels)]), -2, 1)
+
+        x = topology.per_source_type(h, source)
         # Weights 1/c_ir make the sum over a (relation, receiver) group its mean.
         agg = propagate(topology, x, relation_mean_weights(topology), source="relation")
         return mask_nodes(agg + self.root(h), topology.node_mask)
@@ -286,10 +295,12 @@ class HGT(nnx.Module):
         q = split(self.query(h, topology))
         v = split(self.value(h, topology))
         w_att, w_msg = self.w_att[...], self.w_msg[...]
-        k_rel = topology.per_relation_sources(
-            k, lambda r, ks: jnp.einsum("n...hc,hcd->n...hd", ks, w_att[r]))
-        v_rel = topology.per_relation_sources(
-            v, lambda r, vs: jnp.einsum("n...hc,hcd->n...hd", vs, w_msg[r]))
+        def relate(w):  # [n, ..., H, C] x [m, H, C, D] for the relations leaving the type
+            return lambda t, rels, xs: jnp.moveaxis(
+                jnp.einsum("n...hc,mhcd->n...mhd", xs, w[np.asarray(rels)]), -3, 1)
+
+        k_rel = topology.per_source_type(k, relate(w_att))
+        v_rel = topology.per_source_type(v, relate(w_msg))
         head_dim = k.shape[-1]
         prior = self.prior[...][topology.edge_type]  # [E, H]
         prior = prior.reshape(prior.shape[:1] + (1,) * (h.ndim - 2) + prior.shape[1:])
