@@ -42,8 +42,21 @@ def test_build_sorts_edges_by_relation_then_receiver_and_keeps_every_edge():
         a, b = topo.layout.source_range(r)
         assert ((topo.senders[sl] >= a) & (topo.senders[sl] < b)).all()
     assert (np.diff(topo.group) >= 0).all()  # (relation, receiver) groups ascend
-    # Each edge's relation-source row is (its sender, its relation)'s, and those rows are
-    # distinct for distinct pairs and fill [0, num_sources).
+    # A whole graph's relation-source rows are each relation's distinct senders, and each edge
+    # reads its sender's row of its relation.
+    off, index = topo.layout.active_offsets, topo.sources.index
+    for r, k in enumerate(schema.edge_types):
+        mine = index[off[r]:off[r + 1]]
+        assert mine.tolist() == sorted(set((graph.edges[k].senders + offsets[k.source]).tolist()))
+    assert (index[topo.src_index] == topo.senders).all()
+    for r, blk in enumerate(topo.layout.relations):
+        sl = slice(blk.edge_start, blk.edge_stop)
+        assert ((topo.src_index[sl] >= off[r]) & (topo.src_index[sl] < off[r + 1])).all()
+
+
+def test_padded_layout_rows_are_every_source_node_of_every_relation():
+    topo, _ = padded_topology(random_hetero_graph())
+    assert topo.sources is None
     rows = {}
     for t, (a, b) in enumerate(topo.layout.node_blocks):
         for r in topo.layout.source_relations(t):

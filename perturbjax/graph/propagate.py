@@ -29,6 +29,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import sparse as jsparse
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
@@ -91,6 +92,64 @@ def _spmm_bwd(res, g):
 
 
 _spmm.defvjp(_spmm_fwd, _spmm_bwd)
+
+
+@jax.custom_vjp
+def _gather_rows(x, index, gather_t):
+    """`x[index]`, whose gradient is a CSR product (`gather_t`: the transposed selection), not
+    a scatter-add: XLA's CPU scatter is slow."""
+    return x[index]
+
+
+def _gather_rows_fwd(x, index, gather_t):
+    return x[index], (index, gather_t, x.shape)
+
+
+def _gather_rows_bwd(res, g):
+    index, gather_t, shape = res
+    flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
+    ones = jnp.ones(index.shape, jnp.float32)
+    dx = _csr_product(ones, gather_t, flat).reshape(shape)
+    return _like(dx, _varying(g)), None, None
+
+
+_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
+def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
+                    ) -> list[jax.Array]:
+    """Per-relation linear maps of the relations' source nodes, in relation-source space.
+
+    Args:
+      topology: the graph structure.
+      values: node values `[N, ..., in]`.
+      kernels: each `[R, in, out_k]`: relation r maps its source nodes by `kernels[r]`.
+
+    Returns:
+      one array `[S, ..., out_k]` per kernel. A whole graph's topology lists the nodes that send
+      each relation something (`topology.sources`), so only those rows are transformed; a padded
+      subgraph's transforms every node of each source type, one matmul per type for all the
+      relations leaving it.
+    """
+    if topology.sources is None:
+        def by_type(t, rels, x):
+            idx = np.asarray(rels)
+            return tuple(_project(x, k[idx]) for k in kernels)
+
+        return list(topology.per_source_type(values, by_type))
+    rows = _gather_rows(values, topology.sources.index, topology.sources.gather_t)
+    parts = jnp.split(rows, topology.layout.active_offsets[1:-1], axis=0)
+    return [jnp.concatenate([part @ k[r] for r, part in enumerate(parts)], axis=0)
+            for k in kernels]
+
+
+def _project(hs: jax.Array, kernels: jax.Array) -> jax.Array:
+    """`hs @ kernels[q]` for every q, as `[n, m, ..., out]` from `hs` `[n, ..., in]` and
+    `kernels` `[m, in, out]`: one matmul with the kernels side by side, so the backward pass
+    multiplies the output gradient as it lies instead of transposing it."""
+    m, i, o = kernels.shape
+    x = hs @ jnp.transpose(kernels, (1, 0, 2)).reshape(i, m * o)
+    return jnp.moveaxis(x.reshape(hs.shape[:-1] + (m, o)), -2, 1)
 
 
 def _weight_columns(values: jax.Array, weight: jax.Array | None, num_edges: int):

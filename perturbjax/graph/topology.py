@@ -57,10 +57,14 @@ class Layout:
       node_blocks: per node type, its `(start, stop)` in the flat numbering; the blocks tile
         `[0, num_nodes)` in type order.
       relations: per relation id, its `RelationBlock`; edge ranges tile `[0, num_edges)`.
+      active_sources: None, or per relation the number of distinct nodes that send one of its
+        edges; relation-source space then holds just those rows, relation by relation (see
+        `Topology.sources`).
     """
 
     node_blocks: tuple[tuple[int, int], ...]
     relations: tuple[RelationBlock, ...]
+    active_sources: tuple[int, ...] | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -102,7 +106,15 @@ class Layout:
         return self.source_type_offsets[t] + local * len(rels) + rels.index(r)
 
     @property
+    def active_offsets(self) -> tuple[int, ...]:
+        """With `active_sources`: start of each relation's rows in relation-source space."""
+        return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.active_sources,
+                                                                      dtype=np.int64)]))
+
+    @property
     def num_sources(self) -> int:
+        if self.active_sources is not None:
+            return self.active_offsets[-1]
         return self.source_type_offsets[-1]
 
     @property
@@ -136,6 +148,15 @@ class CSR(NamedTuple):
     indptr: jax.Array
     indices: jax.Array
     order: jax.Array
+
+
+class SourceRows(NamedTuple):
+    """The active rows of relation-source space: `index[s]` is the node of row s (relation by
+    relation, each relation's distinct senders ascending); `gather_t` is the CSR pattern of the
+    transposed selection (rows = nodes), the backward product of gathering them."""
+
+    index: jax.Array
+    gather_t: CSR
 
 
 class SparseIndex(NamedTuple):
@@ -173,6 +194,9 @@ class Topology:
       src_index: int32 `[E]` row of each edge's source in relation-source space.
       group: int32 `[E]` (relation, receiver) pair of each edge in relation-target space (sorted).
       sparse: the CSR patterns of the sparse backend, or None (segment backend).
+      sources: for a whole graph, the rows of relation-source space (each relation's distinct
+        senders: a relation transforms only nodes that send it something); None for padded
+        subgraphs, whose relation-source space holds every node of each relation's source type.
       layout: the static block layout.
     """
 
@@ -185,6 +209,7 @@ class Topology:
     src_index: jax.Array
     group: jax.Array
     sparse: SparseIndex | None
+    sources: SourceRows | None
     layout: Layout = dataclasses.field(metadata=dict(static=True))
 
     @property
@@ -233,21 +258,23 @@ class Topology:
             blocks.append(RelationBlock(start, start + len(s), type_id[k.source],
                                         type_id[k.target]))
             start += len(s)
-        layout = Layout(node_blocks, tuple(blocks))
+        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
+        active = [np.unique(x) for x in senders]
+        layout = Layout(node_blocks, tuple(blocks), tuple(len(a) for a in active))
         num_nodes = layout.num_nodes
         node_type = np.zeros(num_nodes, np.int32)
         for t, (a, b) in enumerate(node_blocks):
             node_type[a:b] = t
-        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
         return cls.from_arrays(layout, cat(senders), cat(receivers),
                                np.ones(layout.num_edges, bool), node_type,
-                               np.ones(num_nodes, bool), sparse=sparse)
+                               np.ones(num_nodes, bool), sparse=sparse, sources=cat(active))
 
     @classmethod
     def from_arrays(cls, layout: Layout, senders, receivers, edge_mask, node_type, node_mask,
-                    *, sparse: bool = False) -> "Topology":
-        """A topology from flat arrays already in `layout` (numpy, host side, when `sparse`;
-        jax arrays inside a jitted step otherwise)."""
+                    *, sparse: bool = False, sources: np.ndarray | None = None) -> "Topology":
+        """A topology from flat arrays already in `layout` (numpy, host side, when `sparse` or
+        `sources`; jax arrays inside a jitted step otherwise). `sources` (with
+        `layout.active_sources`) lists each relation's distinct senders, relation by relation."""
         xp = np if isinstance(senders, np.ndarray) else jnp
         edge_type, src_base, src_mult, dst_base = (np.zeros(layout.num_edges, np.int32)
                                                    for _ in range(4))
@@ -262,6 +289,18 @@ class Topology:
             dst_base[sl] = dst_off[r] - layout.target_range(r)[0]
         src_index = (senders * xp.asarray(src_mult) + xp.asarray(src_base)).astype(xp.int32)
         group = (receivers + xp.asarray(dst_base)).astype(xp.int32)
+        rows = None
+        if (sources is None) != (layout.active_sources is None):
+            raise ValueError("sources and layout.active_sources come together")
+        if sources is not None:
+            off = layout.active_offsets
+            src_index = np.zeros(layout.num_edges, np.int32)
+            for r, blk in enumerate(layout.relations):
+                sl = slice(blk.edge_start, blk.edge_stop)
+                mine = sources[off[r]:off[r + 1]]
+                src_index[sl] = off[r] + np.searchsorted(mine, senders[sl])
+            rows = SourceRows(index=sources.astype(np.int32),
+                              gather_t=_csr(sources, np.arange(len(sources)), layout.num_nodes))
         index = None
         if sparse:
             if xp is not np:
@@ -274,7 +313,7 @@ class Topology:
         return cls(senders=senders.astype(xp.int32), receivers=receivers.astype(xp.int32),
                    edge_type=xp.asarray(edge_type), edge_mask=edge_mask.astype(bool),
                    node_type=node_type.astype(xp.int32), node_mask=node_mask.astype(bool),
-                   src_index=src_index, group=group, sparse=index, layout=layout)
+                   src_index=src_index, group=group, sparse=index, sources=rows, layout=layout)
 
     @classmethod
     def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout) -> "Topology":

@@ -23,10 +23,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from perturbjax.graph.propagate import edge_softmax, propagate, relation_mean_weights
+from perturbjax.graph.propagate import (edge_softmax, project_sources, propagate,
+                                        relation_mean_weights)
 from perturbjax.graph.topology import Topology
 
 ATTENTION = "attention"
@@ -150,14 +150,8 @@ class HeteroGAT(nnx.Module):
         w_dst = jnp.einsum("rihc,rhc->rih", kernel.reshape(num_relations, in_dim, heads, -1),
                            self.att_dst[...])
 
-        def source(t, rels, hs):  # one product for all relations leaving type t
-            rels = np.asarray(rels)
-            x = jnp.einsum("n...i,mio->n...mo", hs, kernel[rels])
-            score = jnp.einsum("n...i,mih->n...mh", hs, w_src[rels])
-            x, score = jnp.moveaxis(x, -2, 1), jnp.moveaxis(score, -2, 1)  # [n, m, ...]
-            return x.reshape(x.shape[:-1] + (heads, -1)), score
-
-        x, score_src = topology.per_source_type(h, source)
+        x, score_src = project_sources(topology, h, kernel, w_src)
+        x = x.reshape(x.shape[:-1] + (heads, -1))
         score_dst = topology.per_relation_targets(h, lambda r, ht: ht @ w_dst[r])
         logits = jax.nn.leaky_relu(score_src[topology.src_index] + score_dst[topology.group],
                                    self.negative_slope)
@@ -216,12 +210,7 @@ class RGCN(nnx.Module):
 
     def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
         _check_relations("RGCN", self.num_relations, topology)
-        kernels = self.relation_kernels()
-
-        def source(t, rels, hs):  # one product for all relations leaving type t
-            return jnp.moveaxis(jnp.einsum("n...i,mio->n...mo", hs, kernels[np.asarray(rels)]), -2, 1)
-
-        x = topology.per_source_type(h, source)
+        (x,) = project_sources(topology, h, self.relation_kernels())
         # Weights 1/c_ir make the sum over a (relation, receiver) group its mean.
         agg = propagate(topology, x, relation_mean_weights(topology), source="relation")
         return mask_nodes(agg + self.root(h), topology.node_mask)
@@ -295,12 +284,17 @@ class HGT(nnx.Module):
         q = split(self.query(h, topology))
         v = split(self.value(h, topology))
         w_att, w_msg = self.w_att[...], self.w_msg[...]
-        def relate(w):  # [n, ..., H, C] x [m, H, C, D] for the relations leaving the type
-            return lambda t, rels, xs: jnp.moveaxis(
-                jnp.einsum("n...hc,mhcd->n...mhd", xs, w[np.asarray(rels)]), -3, 1)
+        # Per-head relation maps as block-diagonal [H*C, H*D] kernels, so that they take the
+        # same path as every relation transform (H times the FLOPs of per-head products).
+        def block_diagonal(w):
+            r, nh, c, d = w.shape
+            eye = jnp.eye(nh, dtype=w.dtype)
+            return jnp.einsum("rhcd,hg->rhcgd", w, eye).reshape(r, nh * c, nh * d)
 
-        k_rel = topology.per_source_type(k, relate(w_att))
-        v_rel = topology.per_source_type(v, relate(w_msg))
+        flat = lambda x: x.reshape(x.shape[:-2] + (-1,))  # noqa: E731
+        (k_rel,) = project_sources(topology, flat(k), block_diagonal(w_att))
+        (v_rel,) = project_sources(topology, flat(v), block_diagonal(w_msg))
+        k_rel, v_rel = split(k_rel), split(v_rel)
         head_dim = k.shape[-1]
         prior = self.prior[...][topology.edge_type]  # [E, H]
         prior = prior.reshape(prior.shape[:1] + (1,) * (h.ndim - 2) + prior.shape[1:])
