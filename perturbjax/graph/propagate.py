@@ -102,15 +102,15 @@ def _gather_rows(x, index, gather_t):
 
 
 def _gather_rows_fwd(x, index, gather_t):
-    return x[index], (index, gather_t, x.shape)
+    return x[index], (x, index, gather_t)  # x is kept for its type only (the caller holds it)
 
 
 def _gather_rows_bwd(res, g):
-    index, gather_t, shape = res
+    x, index, gather_t = res
     flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
     ones = jnp.ones(index.shape, jnp.float32)
-    dx = _csr_product(ones, gather_t, flat).reshape(shape)
-    return _like(dx, _varying(g)), None, None
+    dx = _csr_product(ones, gather_t, flat).reshape(x.shape).astype(x.dtype)
+    return _like(dx, _varying(x)), None, None
 
 
 _gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
