@@ -14,11 +14,13 @@ integers):
   * edges are sorted by (relation, receiver); relation r owns the contiguous edge range
     `relations[r]`, which may end in padding edges (mask False) that join the last node of the
     source block to the last node of the target block, so receivers stay sorted;
-  * "relation-source space" holds one row per (source node, relation leaving its type): type by
-    type, node by node, then relation (`Layout.source_row`), so a layer transforms a type's
-    nodes for all its relations in one matrix product, `h_t @ [W_r1 | W_r2 | ...]`, whose
-    `[n_t, m_t, d]` result is that type's rows as it stands (`Topology.per_source_type`);
-    `src_index` says where each edge's message comes from. "Relation-target space" does the same for targets: `group` numbers the
+  * "relation-source space" holds the rows a relation transforms (`W_r h_j`), which
+    `src_index` points each edge at. A whole graph lists each relation's distinct senders
+    (`Topology.sources`, relation by relation): nothing that sends no edge is transformed. A
+    padded subgraph holds one row per (source node, relation leaving its type): type by type,
+    node by node, then relation (`Layout.source_row`), so one matrix product per type,
+    `h_t @ [W_r1 | W_r2 | ...]`, gives that type's rows as they stand;
+  * "relation-target space" stacks each relation's target block: `group` numbers the
     (relation, receiver) pairs, the softmax / mean groups of relation-wise layers, and is sorted.
 
 A full graph is laid out exactly (no padding); a sampled subgraph is padded to the sampler's
@@ -354,12 +356,6 @@ class Topology:
         relation-target space (rows numbered like `group`)."""
         blocks = self.split_types(values)
         return _stack([fn(r, blocks[blk.target_type]) for r, blk in enumerate(self.layout.relations)])
-
-    def real_edges(self) -> np.ndarray:
-        """(sender, receiver, relation) of every real edge, host side, in edge order."""
-        mask = np.asarray(self.edge_mask)
-        return np.stack([np.asarray(self.senders)[mask], np.asarray(self.receivers)[mask],
-                         np.asarray(self.edge_type)[mask]], axis=1)
 
 
 def _stack(parts: list):
