@@ -36,7 +36,8 @@ def test_build_sorts_edges_by_relation_then_receiver_and_keeps_every_edge():
         sl = slice(blk.edge_start, blk.edge_stop)
         es = graph.edges[k]
         assert (topo.edge_type[sl] == r).all()
-        got = sorted(zip(topo.senders[sl] - offsets[k.source], topo.receivers[sl] - offsets[k.target]))
+        got = sorted(zip(topo.senders[sl] - offsets[k.source],
+                         topo.receivers[sl] - offsets[k.target]))
         assert got == sorted(zip(es.senders.tolist(), es.receivers.tolist()))
         assert (np.diff(topo.receivers[sl]) >= 0).all()
         a, b = topo.layout.source_range(r)

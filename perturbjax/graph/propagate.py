@@ -161,7 +161,8 @@ def _weight_columns(values: jax.Array, weight: jax.Array | None, num_edges: int)
     p, rest = weight.shape[1:], values.shape[1:]
     if weight.shape[0] != num_edges or len(p) > len(rest):
         raise ValueError(f"edge weights of shape {weight.shape} do not fit {num_edges} edges and "
-                         f"values of shape {values.shape} (expected [E] or [E, *leading value axes])")
+                         f"values of shape {values.shape} (expected [E] or "
+                         f"[E, *leading value axes])")
     q = jnp.broadcast_shapes(p, rest[:len(p)])
     tail = rest[len(p):]
     values = jnp.broadcast_to(values, values.shape[:1] + q + tail)

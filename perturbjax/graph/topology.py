@@ -260,7 +260,8 @@ class Topology:
             blocks.append(RelationBlock(start, start + len(s), type_id[k.source],
                                         type_id[k.target]))
             start += len(s)
-        cat = lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)  # noqa: E731
+        def cat(xs):
+            return np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32)
         active = [np.unique(x) for x in senders]
         layout = Layout(node_blocks, tuple(blocks), tuple(len(a) for a in active))
         num_nodes = layout.num_nodes
@@ -309,7 +310,8 @@ class Topology:
                 raise ValueError("the sparse index is built on the host: pass numpy arrays")
             n, s = layout.num_nodes, layout.num_sources
             # Padding edges carry weight 0 (propagate masks the weights), so they may stay in.
-            index = SparseIndex(node=_csr(receivers, senders, n), node_t=_csr(senders, receivers, n),
+            index = SparseIndex(node=_csr(receivers, senders, n),
+                                node_t=_csr(senders, receivers, n),
                                 relation=_csr(receivers, src_index, n),
                                 relation_t=_csr(src_index, receivers, s))
         return cls(senders=senders.astype(xp.int32), receivers=receivers.astype(xp.int32),
@@ -355,7 +357,8 @@ class Topology:
         """`fn(r, values[target block of r])` for every relation, stacked row-wise: values in
         relation-target space (rows numbered like `group`)."""
         blocks = self.split_types(values)
-        return _stack([fn(r, blocks[blk.target_type]) for r, blk in enumerate(self.layout.relations)])
+        return _stack([fn(r, blocks[blk.target_type])
+                       for r, blk in enumerate(self.layout.relations)])
 
 
 def _stack(parts: list):
