@@ -124,16 +124,30 @@ def main() -> None:
     parser.add_argument("json", help="a results file written by benchmarks/run.py --json")
     parser.add_argument("--write", help="FILE:SECTION to write the section into")
     args = parser.parse_args()
-    with open(args.json) as f:
-        results = json.load(f)
-    text = section(results)
+    try:
+        with open(args.json) as f:
+            results = json.load(f)
+    except (OSError, ValueError) as e:  # missing, unreadable or not JSON
+        parser.exit(2, f"report.py: error: {args.json}: not a benchmarks/run.py results file "
+                       f"({e})\n")
+    if not isinstance(results, dict) or not isinstance(results.get("cases"), list):
+        parser.exit(2, f"report.py: error: {args.json}: expected benchmarks/run.py's JSON, an "
+                       f"object with a 'cases' list\n")
+    try:
+        text = section(results)
+    except (KeyError, TypeError) as e:
+        parser.exit(2, f"report.py: error: {args.json}: it lacks the field {e} (written by another "
+                       f"version of benchmarks/run.py?)\n")
     if args.write:
         from perturbjax.eval.compare import write_section
 
         path, _, name = args.write.rpartition(":")
         if not path:
             parser.error("--write takes FILE:SECTION, e.g. README.md:performance")
-        write_section(path, name, text)
+        try:
+            write_section(path, name, text)
+        except (OSError, ValueError) as e:  # no such file, or no markers in it
+            parser.exit(2, f"report.py: error: {e}\n")
     else:
         print(text)
 

@@ -1,6 +1,7 @@
 """Reference implementation: the message-passing layers as they were before `propagate`.
 
-Kept verbatim (from perturbjax/models/layers.py at commit 4875464) so that the rebuilt layers
+Kept verbatim (from perturbjax/models/layers.py at commit 4875464, less the helpers it shares
+with today's layers) so that the rebuilt layers
 can be checked against them, outputs and gradients, on random heterogeneous graphs.
 
 Original docstring: heterogeneous message-passing layers (Flax NNX) over padded ``jraph`` graphs.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +34,15 @@ import jraph
 from flax import nnx
 
 from perturbjax.graph.aggregate import segment_mean, segment_softmax, segment_sum
-
-ATTENTION = "attention"
-
-# Stacked kernels [..., in, out]: leading axes index relations/types/heads, so
-# each slice gets the fan-in/fan-out of a single matrix.
-_glorot = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-_glorot_per_head = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=(0, 1))
+# The attention hook, checks and initialisers are shared with the rebuilt layers; only the maths
+# below is the old one.
+from perturbjax.models.layers import (
+    _check_heads,
+    _check_positive,
+    _glorot,
+    _glorot_per_head,
+    _sow_attention,
+)
 
 
 class _Graph(NamedTuple):
@@ -74,54 +77,6 @@ def _gather_relation(per_relation: jax.Array, index: jax.Array) -> jax.Array:
 
 def _mask_nodes(x: jax.Array, node_mask: jax.Array) -> jax.Array:
     return jnp.where(node_mask[:, None], x, 0.0)
-
-
-def _sow_attention(module: nnx.Module, alpha: jax.Array) -> None:
-    """Records ``alpha`` as an ``nnx.Intermediate``, but only under ``nnx.capture``.
-
-    Outside a capture, ``Module.sow`` is deprecated and would attach a new
-    Intermediate variable to the module, changing its state under
-    ``nnx.jit``/``nnx.split``. ``nnx.capture`` marks the modules it collects
-    from with ``__captures__`` (the attribute ``sow`` itself checks), so that
-    marker is the test. Only the last call is kept, not a tuple of calls.
-    """
-    if hasattr(module, "__captures__"):
-        module.sow(
-            nnx.Intermediate, ATTENTION, alpha, init_fn=lambda: None, reduce_fn=lambda _, new: new
-        )
-
-
-def attention_weights(model: nnx.Module, *args: Any, **kwargs: Any) -> dict[tuple, jax.Array]:
-    """Runs ``model(*args, **kwargs)`` and returns the attention of every layer.
-
-    Works for a single layer (``attention_weights(gat, h, graph)``) or any
-    model containing attention layers; may be wrapped in ``nnx.jit``.
-
-    Returns:
-      ``{module path: alpha}`` with ``alpha`` float32 ``[E, heads]``, 0 on padded
-      edges. The path is the layer's position in ``model`` as in
-      ``nnx.iter_modules`` (``()`` when ``model`` is the layer itself).
-    """
-    _, captured = nnx.capture(model, nnx.Intermediate)(*args, **kwargs)
-    return {
-        path[:-1]: var.get_value()
-        for path, var in nnx.to_flat_state(captured)
-        if path[-1] == ATTENTION
-    }
-
-
-def _check_positive(**dims: int) -> None:
-    for name, value in dims.items():
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-
-
-def _check_heads(out_dim: int, num_heads: int) -> None:
-    if out_dim % num_heads:
-        raise ValueError(
-            f"out_dim ({out_dim}) must be divisible by num_heads ({num_heads}): "
-            "heads are concatenated to form the output"
-        )
 
 
 class HeteroGAT(nnx.Module):
