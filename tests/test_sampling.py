@@ -157,6 +157,14 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_padding_multiple_must_be_positive():
+    graph = random_graph()
+    schema = GraphSchema.of(graph)
+    hops = parse_fanouts([2], [], [k.relation for k in schema.edge_types])
+    with pytest.raises(ValueError, match="graph.padding_multiple must be a positive integer"):
+        NeighbourSampler(graph, schema, hops, {"a": 2}, padding_multiple=0)
+
+
 def test_parse_fanouts_errors_name_the_problem():
     relations = ["r1", "r2"]
     assert parse_fanouts([3, 1], ["r2=0,5"], relations) == [{"r1": 3, "r2": 0}, {"r1": 1, "r2": 5}]

@@ -111,6 +111,9 @@ class NeighbourSampler:
 
     def __init__(self, graph: HeteroGraph, schema: GraphSchema, fanouts: list[Mapping[str, int]],
                  max_seeds: Mapping[str, int], padding_multiple: int = 8):
+        if padding_multiple < 1:
+            raise ValueError(f"graph.padding_multiple must be a positive integer, got "
+                             f"{padding_multiple}")
         self.schema = schema
         offsets = graph.node_offsets()
         self.num_nodes = graph.num_nodes
