@@ -1,6 +1,7 @@
 """k-hop neighbour sampling (perturbjax/graph/sampling.py) and the sampled-subgraph train mode."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +46,11 @@ def full_edges(graph, schema) -> set:
             for s, r in zip(graph.edges[k].senders, graph.edges[k].receivers)}
 
 
-def make_sampler(graph, fanouts=(3, 2), overrides=(), max_seeds=None):
+def make_sampler(graph, fanouts=(3, 2), overrides=(), max_seeds=None, **kwargs):
     schema = GraphSchema.of(graph)
     hops = parse_fanouts(list(fanouts), list(overrides), [k.relation for k in schema.edge_types])
     return NeighbourSampler(graph, schema, hops, max_seeds or {"a": 6, "c": 3},
-                            padding_multiple=8), schema
+                            padding_multiple=8, **kwargs), schema
 
 
 def test_sampled_edges_are_graph_edges_within_fanouts_hop_by_hop():
@@ -105,9 +106,9 @@ def test_same_rng_same_subgraph_and_scratch_state_is_clean():
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_budget_holds_every_sample_and_padding_is_masked():
+def test_bound_budget_holds_every_sample_and_padding_is_masked():
     graph = random_graph(1)
-    sampler, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4})
+    sampler, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4}, budget="bound")
     offsets, rng = graph.node_offsets(), np.random.default_rng(0)
     most_nodes = most_edges = 0
     for _ in range(200):
@@ -130,10 +131,56 @@ def test_budget_holds_every_sample_and_padding_is_masked():
             assert (gt.nodes["node_type"][gt.senders[sl]] == blk.source_type).all()
             assert (gt.nodes["node_type"][gt.receivers[sl]] == blk.target_type).all()
         assert (np.diff(np.asarray(topo.group)) >= 0).all()
+        # Relation-source space, compacted in the step: each real edge's row holds its sender,
+        # within its relation's rows, and a relation's rows hold distinct nodes.
+        index, rows = np.asarray(topo.sources.index), np.asarray(topo.src_index)
+        edge_mask = gt.edges["mask"]
+        np.testing.assert_array_equal(index[rows[edge_mask]], gt.senders[edge_mask])
+        off = sampler.layout.active_offsets
+        for r in range(len(sampler.layout.relations)):
+            mine = rows[gt.edges["edge_type"] == r]
+            assert ((mine >= off[r]) & (mine < off[r + 1])).all()
+            used = np.unique(mine)
+            assert len(np.unique(index[used])) == len(used)
+    assert sampler.trimmed == {"subgraphs": 0, "nodes": 0, "edges": 0}
     assert most_nodes <= sampler.budget.n_node and most_edges <= sampler.budget.n_edge
     # The bound is not vacuous: no larger than the whole graph (each relation rounded up to the
     # multiple).
     assert sampler.budget.n_edge <= sum(-(-es.count // 8) * 8 for es in graph.edges.values())
+
+
+def test_calibrated_budget_is_tighter_and_an_overflow_is_trimmed_to_fit_and_logged(caplog):
+    graph = random_graph(1)
+    offsets, rng = graph.node_offsets(), np.random.default_rng(0)
+    draw = lambda: np.concatenate([rng.choice(40, 8), offsets["b"] + rng.choice(25, 4)])  # noqa: E731
+    bound, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4}, budget="bound")
+    calibrated, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4},
+                                 calibration_seeds=[draw() for _ in range(16)])
+    assert calibrated.budget.n_edge < bound.budget.n_edge
+    # Calibrated on one seed's subgraph, a batch of twelve seeds overflows and is trimmed.
+    small, schema = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4},
+                                 calibration_seeds=[np.array([0])])
+    seeds = draw()
+    whole = bound.sample(seeds, np.random.default_rng(3))
+    with caplog.at_level(logging.WARNING, logger="perturbjax.graph.sampling"):
+        sub = small.sample(seeds, np.random.default_rng(3))
+        small.sample(seeds, np.random.default_rng(4))
+    assert sum("trimmed" in r.message for r in caplog.records) == 1  # logged once
+    assert small.trimmed["subgraphs"] == 2 and small.trimmed["edges"] > 0
+    assert sub.num_nodes < whole.num_nodes and len(sub.senders) < len(whole.senders)
+    small.padded(sub)  # fits its blocks (raises otherwise)
+    assert sub.nodes[sub.seeds].tolist() == seeds.tolist()  # every seed stays
+    triples = set(zip(sub.nodes[sub.senders].tolist(), sub.nodes[sub.receivers].tolist(),
+                      sub.edge_type.tolist()))
+    assert triples <= full_edges(graph, schema)
+    # A type keeps its earliest-reached nodes: the trimmed subgraph's nodes were all reached by
+    # the untrimmed one (same seeds, same draws up to the trim).
+    assert set(sub.nodes[sub.nodes >= 0].tolist()) <= set(whole.nodes[whole.nodes >= 0].tolist())
+
+
+def test_unknown_budget_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match="graph.sampling.budget"):
+        make_sampler(random_graph(), budget="tight")
 
 
 @pytest.mark.parametrize("layer", ["rgcn", "hetero_gat"])
@@ -151,6 +198,7 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
     seeds = np.array([3, 44, 70, 3])
     sub = sampler.sample(seeds, np.random.default_rng(0))
     assert sub.num_nodes < graph.num_nodes  # a proper subgraph, not the whole graph
+    assert sampler.trimmed["subgraphs"] == 0
     gt = jax.tree.map(jnp.asarray, sampler.padded(sub))
     local = encoder(Topology.from_graphs_tuple(gt, sampler.layout), gt.nodes)
     np.testing.assert_allclose(np.asarray(local)[sub.seeds], np.asarray(full)[seeds],

@@ -126,10 +126,10 @@ def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
       kernels: each `[R, in, out_k]`: relation r maps its source nodes by `kernels[r]`.
 
     Returns:
-      one array `[S, ..., out_k]` per kernel. A whole graph's topology lists the nodes that send
-      each relation something (`topology.sources`), so only those rows are transformed; a padded
-      subgraph's transforms every node of each source type, one matmul per type for all the
-      relations leaving it.
+      one array `[S, ..., out_k]` per kernel. When the topology lists the nodes that send each
+      relation something (`topology.sources`: a whole graph, or a sampled subgraph within its
+      per-relation budgets), only those rows are transformed; otherwise every node of each
+      source type, one matmul per type for all the relations leaving it.
     """
     if topology.sources is None:
         def by_type(t, rels, x):
@@ -137,7 +137,9 @@ def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
             return tuple(_project(x, k[idx]) for k in kernels)
 
         return list(topology.per_source_type(values, by_type))
-    rows = _gather_rows(values, topology.sources.index, topology.sources.gather_t)
+    src = topology.sources
+    rows = (values[src.index] if src.gather_t is None
+            else _gather_rows(values, src.index, src.gather_t))
     parts = jnp.split(rows, topology.layout.active_offsets[1:-1], axis=0)
     return [jnp.concatenate([part @ k[r] for r, part in enumerate(parts)], axis=0)
             for k in kernels]

@@ -155,10 +155,11 @@ class CSR(NamedTuple):
 class SourceRows(NamedTuple):
     """The active rows of relation-source space: `index[s]` is the node of row s (relation by
     relation, each relation's distinct senders ascending); `gather_t` is the CSR pattern of the
-    transposed selection (rows = nodes), the backward product of gathering them."""
+    transposed selection (rows = nodes), the backward product of gathering them, or None (a
+    padded subgraph's, compacted inside the step: its backward is a scatter-add)."""
 
     index: jax.Array
-    gather_t: CSR
+    gather_t: CSR | None
 
 
 class SparseIndex(NamedTuple):
@@ -181,6 +182,29 @@ def _csr(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> CSR:
     counts = np.bincount(rows, minlength=num_rows)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return CSR(indptr=indptr, indices=cols[order].astype(np.int32), order=order)
+
+
+def _device_sources(layout: Layout, senders: jax.Array, edge_type: np.ndarray
+                    ) -> tuple[SourceRows, jax.Array]:
+    """Each relation's distinct senders, compacted into its `layout.active_sources[r]` rows of
+    relation-source space (unused rows hold node 0 and receive no edge), and every edge's row.
+    Padding edges count as senders of their relation (the last slot of its source block), so a
+    budget of min(edge budget, source-type node budget) always holds."""
+    edge_type = np.asarray(edge_type)
+    key = jnp.asarray(edge_type) * layout.num_nodes + senders
+    order = jnp.argsort(key, stable=True)  # relation r's edges keep r's edge range
+    sorted_key = key[order]
+    first = jnp.concatenate([jnp.ones(1, jnp.int32),
+                             (sorted_key[1:] != sorted_key[:-1]).astype(jnp.int32)])
+    seen = jnp.cumsum(first)  # distinct (relation, sender) pairs up to each sorted edge
+    starts = np.array([blk.edge_start for blk in layout.relations], np.int64)
+    before = jnp.concatenate([jnp.zeros(1, jnp.int32), seen])[starts]  # ... before relation r
+    # edge_type is sorted already, so it is also the relation of each sorted position.
+    base = np.asarray(layout.active_offsets[:-1], np.int32)[edge_type]
+    row_sorted = (jnp.asarray(base) + seen - 1 - before[edge_type]).astype(jnp.int32)
+    src_index = jnp.zeros(senders.shape, jnp.int32).at[order].set(row_sorted)
+    index = jnp.zeros(layout.num_sources, jnp.int32).at[row_sorted].set(senders[order])
+    return SourceRows(index=index, gather_t=None), src_index
 
 
 @jax.tree_util.register_dataclass
@@ -293,9 +317,13 @@ class Topology:
         src_index = (senders * xp.asarray(src_mult) + xp.asarray(src_base)).astype(xp.int32)
         group = (receivers + xp.asarray(dst_base)).astype(xp.int32)
         rows = None
-        if (sources is None) != (layout.active_sources is None):
-            raise ValueError("sources and layout.active_sources come together")
-        if sources is not None:
+        if sources is not None and layout.active_sources is None:
+            raise ValueError("sources need layout.active_sources")
+        if sources is None and layout.active_sources is not None:
+            # A padded subgraph with per-relation source budgets: compacted in the step.
+            rows, src_index = _device_sources(layout, senders, edge_type)
+            xp = jnp
+        elif sources is not None:
             off = layout.active_offsets
             src_index = np.zeros(layout.num_edges, np.int32)
             for r, blk in enumerate(layout.relations):
@@ -322,7 +350,10 @@ class Topology:
     @classmethod
     def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout) -> "Topology":
         """The topology of a padded graph that is laid out in `layout`'s blocks (the sampler's
-        subgraphs); works on device arrays inside a jitted step (segment backend)."""
+        subgraphs), on device arrays inside a jitted step, for the segment backend (on
+        subgraphs of tens of thousands of edges the sorts that a sparse index needs cost more
+        than they save). With `layout.active_sources` (the sampler's per-relation source
+        budgets) each relation transforms only its distinct senders."""
         return cls.from_arrays(layout, graph.senders, graph.receivers, graph.edges["mask"],
                                graph.nodes["node_type"], graph.nodes["mask"])
 

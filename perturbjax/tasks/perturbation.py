@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.graph.sampling = ml_collections.ConfigDict()
     c.graph.sampling.fanouts = [8, 4]  # per hop, incoming edges kept per node and edge type
     c.graph.sampling.relation_fanouts = []  # "relation=f1,f2" for relations that differ
+    # "calibrated": blocks sized from subgraphs around 16 random batches (tight; a rare overflow
+    # is trimmed and logged); "bound": the worst case (never trims, slower steps).
+    c.graph.sampling.budget = "calibrated"
     c.graph.keep_leaky_edges = False  # see perturbjax/data/leakage.py
 
     c.model = ml_collections.ConfigDict()
@@ -183,8 +186,13 @@ class PerturbationTask:
             max_seeds = Counter({d.drug_type: self.batch_size})  # the types may coincide
             max_seeds.update({d.cell_type: self.batch_size})
             max_seeds.update({d.gene_type: len(d.readout)})
+            # Calibrated on the seeds of random batches of any part (node ids only, no labels).
+            rng = np.random.default_rng(config.seed)
+            calibration = [self._seeds(rng.choice(len(d.signatures), self.batch_size))
+                           for _ in range(16)]
             self.sampler = NeighbourSampler(graph, self.schema, fanouts, max_seeds,
-                                            padding_multiple=config.graph.padding_multiple)
+                                            padding_multiple=config.graph.padding_multiple,
+                                            budget=s.budget, calibration_seeds=calibration)
             self.budget = self.sampler.budget
             self.inputs = {}  # every batch brings its own subgraph
         elif config.graph.mode == "full":
@@ -245,12 +253,15 @@ class PerturbationTask:
         if self.sampler is None:
             return batch
         # The batch's subgraph; its nodes are numbered locally, so are the positions.
-        seeds = np.concatenate([batch["drug"], batch["cell"], self._readout_pos])
-        sub = self.sampler.sample(seeds, np.random.default_rng(sample_seed))
+        sub = self.sampler.sample(self._seeds(idx), np.random.default_rng(sample_seed))
         b = len(idx)
         return batch | {"graph": self.sampler.padded(sub), "drug": sub.seeds[:b].astype(np.int32),
                         "cell": sub.seeds[b:2 * b].astype(np.int32),
                         "readout": sub.seeds[2 * b:].astype(np.int32)}
+
+    def _seeds(self, idx: np.ndarray) -> np.ndarray:
+        """The sampler's seeds for conditions `idx`: their drugs, cell lines, readout genes."""
+        return np.concatenate([self._drug_pos[idx], self._cell_pos[idx], self._readout_pos])
 
     def _batches(self, idx: np.ndarray, shares: Shares | None, sample_seed: tuple[int, ...]
                  ) -> dict:
