@@ -12,6 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["perturbjax", "perturbjax.*"]),
+    package_data={"perturbjax.graph.kernels": ["*.cc"]},  # compiled on first use
     install_requires=[
         "jax>=0.8",
         "flax>=0.12",

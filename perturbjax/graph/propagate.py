@@ -14,9 +14,10 @@ the model:
   * sparse products (fixed graphs: full-graph training, shared-topology batches): one CSR
     product per weight column, `A(w) @ X`, through `jax.experimental.sparse`'s native CPU / GPU
     kernel, with a custom VJP whose backward is the transposed product `A(w)^T @ G` plus the
-    per-edge dots `<G[receiver], X[source]>` for the weights. Neither direction materialises an
-    `[E, F]` message array except that last gradient, which only attention needs (XLA drops it
-    when the weights are constants). BCSR's own autodiff is not used: it was much slower.
+    per-edge dots `<G[receiver], X[source]>` for the weights (a compiled kernel on CPU,
+    `perturbjax.graph.kernels`). Neither direction materialises an `[E, F]` message array
+    (XLA drops the per-edge dots when the weights are constants). BCSR's own autodiff is not
+    used: it was much slower.
   * segment ops (sampled subgraphs, whose structure changes every batch): gather the messages,
     weight them, and `segment_sum` them onto receivers.
 
@@ -33,6 +34,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
+from perturbjax.graph.kernels import edge_dots
 from perturbjax.graph.topology import CSR, Topology
 
 REDUCTIONS = ("sum", "mean")
@@ -86,8 +88,7 @@ def _spmm_fwd(w, x, fwd, bwd, rows, cols):
 def _spmm_bwd(res, g):
     w, x, fwd, bwd, rows, cols = res
     dx = _like(_products(w, bwd, g), _varying(x))
-    # One gather of whole rows for all columns: wide rows gather far faster than narrow ones.
-    dw = _like(jnp.sum(g[rows] * x[cols], axis=-1), _varying(w))
+    dw = _like(edge_dots(g, x, rows, cols), _varying(w))
     return dw, dx, None, None, None, None
 
 
@@ -140,9 +141,14 @@ def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
     src = topology.sources
     rows = (values[src.index] if src.gather_t is None
             else _gather_rows(values, src.index, src.gather_t))
+    # One matmul per relation for all the kernels side by side, with the kernels cut by a split
+    # (whose gradient is a concatenation, not one zero-padded [R, in, out] buffer per relation).
+    widths = [k.shape[-1] for k in kernels]
+    stacked = jnp.concatenate(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
     parts = jnp.split(rows, topology.layout.active_offsets[1:-1], axis=0)
-    return [jnp.concatenate([part @ k[r] for r, part in enumerate(parts)], axis=0)
-            for k in kernels]
+    per_relation = jnp.split(stacked, stacked.shape[0], axis=0)
+    out = jnp.concatenate([part @ k[0] for part, k in zip(parts, per_relation)], axis=0)
+    return jnp.split(out, np.cumsum(widths)[:-1].tolist(), axis=-1)
 
 
 def _project(hs: jax.Array, kernels: jax.Array) -> jax.Array:

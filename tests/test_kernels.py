@@ -1,0 +1,61 @@
+"""The compiled CPU kernels (perturbjax/graph/kernels) against their XLA fallbacks."""
+
+import logging
+
+import jax
+import numpy as np
+
+from perturbjax.graph import kernels
+
+
+def random_operands(seed=0, n=50, s=70, e=400, k=3, f=5):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, k, f), dtype=np.float32),
+            rng.standard_normal((s, k, f), dtype=np.float32),
+            rng.integers(0, n, e).astype(np.int32), rng.integers(0, s, e).astype(np.int32))
+
+
+def reference(g, x, rows, cols):
+    return np.einsum("ekf,ekf->ek", g[rows], x[cols])
+
+
+def test_edge_dots_kernel_is_built_and_matches_the_reference_under_jit():
+    # CI machines have a C++ compiler: a silent fallback there would hide a broken kernel.
+    assert kernels.available()
+    for seed, e in ((0, 400), (1, 300_000)):  # small (one thread) and split over threads
+        g, x, rows, cols = random_operands(seed, e=e)
+        out = jax.jit(kernels.edge_dots)(g, x, rows, cols)
+        np.testing.assert_allclose(np.asarray(out), reference(g, x, rows, cols), rtol=1e-5,
+                                   atol=1e-5)
+    assert kernels.edge_dots(*random_operands(e=0)).shape == (0, 3)
+
+
+def test_without_a_compiler_edge_dots_falls_back_to_xla_with_one_warning(tmp_path, monkeypatch,
+                                                                         caplog):
+    monkeypatch.setenv("PERTURBJAX_KERNEL_CACHE", str(tmp_path))  # nothing cached there
+    monkeypatch.setenv("CXX", "/bin/false")
+    kernels.available.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="perturbjax.graph.kernels"):
+            g, x, rows, cols = random_operands(2)
+            out = kernels.edge_dots(g, x, rows, cols)
+            kernels.edge_dots(g, x, rows, cols)
+        assert not kernels.available()
+        assert sum("unavailable" in r.message for r in caplog.records) == 1
+        np.testing.assert_allclose(np.asarray(out), reference(g, x, rows, cols), rtol=1e-5,
+                                   atol=1e-5)
+        assert list(tmp_path.iterdir()) == []  # the failed build left nothing behind
+    finally:
+        kernels.available.cache_clear()
+
+
+def test_kernels_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("PERTURBJAX_KERNELS", "0")
+    kernels.available.cache_clear()
+    try:
+        assert not kernels.available()
+        g, x, rows, cols = random_operands(3)
+        np.testing.assert_allclose(np.asarray(kernels.edge_dots(g, x, rows, cols)),
+                                   reference(g, x, rows, cols), rtol=1e-5, atol=1e-5)
+    finally:
+        kernels.available.cache_clear()
