@@ -1,11 +1,14 @@
 """The compiled CPU kernels (perturbjax/graph/kernels) against their XLA fallbacks."""
 
 import logging
+import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from perturbjax.graph import kernels
+from perturbjax.graph.aggregate import segment_softmax
 
 
 def random_operands(seed=0, n=50, s=70, e=400, k=3, f=5):
@@ -59,3 +62,48 @@ def test_kernels_can_be_switched_off(monkeypatch):
                                    reference(g, x, rows, cols), rtol=1e-5, atol=1e-5)
     finally:
         kernels.available.cache_clear()
+
+
+def xla_softmax(logits, ids, num, mask):
+    """aggregate.segment_softmax's XLA path (the kernels switched off)."""
+    kernels.available.cache_clear()
+    os.environ["PERTURBJAX_KERNELS"] = "0"
+    try:
+        return segment_softmax(logits, ids, num, mask, indices_are_sorted=True)
+    finally:
+        del os.environ["PERTURBJAX_KERNELS"]
+        kernels.available.cache_clear()
+
+
+def test_sorted_segment_softmax_kernel_matches_xla_values_and_gradients():
+    assert kernels.enabled()
+    rng = np.random.default_rng(4)
+    for e, h in ((500, 4), (200_000, 2)):
+        ids = np.sort(rng.integers(0, e // 3, e)).astype(np.int32)  # some segments empty
+        mask = rng.random(e) > 0.2
+        logits = rng.standard_normal((e, h)).astype(np.float32) * 5
+        logits[~mask] = np.nan  # padding may hold garbage
+        probe = rng.standard_normal((e, h)).astype(np.float32)
+
+        def loss(fn, lg):
+            return jnp.sum(fn(lg) * probe)
+
+        def fast(lg):
+            return segment_softmax(lg, ids, e // 3, mask, indices_are_sorted=True)
+
+        def slow(lg):
+            return xla_softmax(lg, ids, e // 3, mask)
+
+        a, b = jax.jit(fast)(logits), slow(logits)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        assert (np.asarray(a)[~mask] == 0).all()
+        ga = jax.jit(jax.grad(lambda lg: loss(fast, lg)))(logits)
+        gb = jax.grad(lambda lg: loss(slow, lg))(logits)
+        np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), rtol=1e-4, atol=1e-5)
+        # A non-finite gradient arriving at a padding edge stays there.
+        probe[~mask] = np.inf
+        assert np.isfinite(np.asarray(jax.grad(lambda lg: loss(fast, lg))(logits))).all()
+    # [E] logits (one head) keep their shape.
+    one = segment_softmax(jnp.zeros(6), jnp.array([0, 0, 1, 1, 1, 3]), 4,
+                          indices_are_sorted=True)
+    np.testing.assert_allclose(np.asarray(one), [0.5, 0.5, 1 / 3, 1 / 3, 1 / 3, 1.0], rtol=1e-6)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from perturbjax.graph import kernels
+
 
 def _broadcast_mask(mask: jax.Array | None, like: jax.Array) -> jax.Array:
     """Reshapes an edge mask ``[E]`` to broadcast against ``like`` ``[E, ...]``."""
@@ -83,7 +85,8 @@ def segment_softmax(
       num_segments: static number of segments ``S``.
       mask: optional bool ``[E]``; False edges get weight exactly 0 and do not
         enter any normaliser.
-      indices_are_sorted: promise that ``segment_ids`` ascend (faster reductions).
+      indices_are_sorted: promise that ``segment_ids`` ascend (faster reductions, and on CPU
+        the compiled one-pass kernel of `perturbjax.graph.kernels`).
 
     Returns:
       float32 weights shaped like ``logits``; they sum to 1 over the real edges
@@ -91,6 +94,11 @@ def segment_softmax(
       or fully masked segments.
     """
     logits = jnp.asarray(logits, jnp.float32)
+    if indices_are_sorted and kernels.enabled():  # one pass per segment, compiled
+        edge_mask = jnp.ones(logits.shape[:1], bool) if mask is None else jnp.asarray(mask, bool)
+        flat = logits.reshape(logits.shape[0], -1)
+        return kernels.sorted_segment_softmax(flat, jnp.asarray(segment_ids, jnp.int32),
+                                              edge_mask).reshape(logits.shape)
     valid = _broadcast_mask(mask, logits)
     seg_max = jax.ops.segment_max(jnp.where(valid, logits, -jnp.inf), segment_ids, num_segments,
                                indices_are_sorted=indices_are_sorted)

@@ -34,7 +34,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
-from perturbjax.graph.kernels import edge_dots
+from perturbjax.graph.kernels import edge_dots, match_variance, variance
 from perturbjax.graph.topology import CSR, Topology
 
 REDUCTIONS = ("sum", "mean")
@@ -49,24 +49,6 @@ def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
     return matrix @ x
 
 
-def _varying(x) -> frozenset:
-    """The mesh axes along which `x` varies inside `shard_map` (empty outside it)."""
-    mat = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(getattr(mat, "varying", ()) or ())
-
-
-def _like(y: jax.Array, like: frozenset) -> jax.Array:
-    """`y` marked as varying exactly along `like`: the sparse kernel does not track device
-    variance inside `shard_map`, so its results are re-marked (and a cotangent of a replicated
-    input is summed over the devices, as the transpose of a broadcast must be)."""
-    have = _varying(y)
-    if like - have:
-        y = jax.lax.pcast(y, tuple(sorted(like - have)), to="varying")
-    if have - like:
-        y = jax.lax.psum(y, tuple(sorted(have - like)))
-    return y
-
-
 def _products(w, csr, x):
     """`[n, K, F]`: one CSR product per weight column k, data `w[csr.order, k]`."""
     return jnp.stack([_csr_product(w[csr.order, k], csr, x[:, k]) for k in range(x.shape[1])],
@@ -78,7 +60,7 @@ def _spmm(w, x, fwd, bwd, rows, cols):
     """`A_k @ x[:, k]` for every column k of `w` `[E, K]` (x `[S, K, F]`), for the matrices with
     `A_k[rows[e], cols[e]] = w[e, k]`; `fwd` / `bwd` are the CSR pattern and its transpose's
     (entries in CSR order, `order` mapping back to edges)."""
-    return _like(_products(w, fwd, x), _varying(w) | _varying(x))
+    return match_variance(_products(w, fwd, x), variance(w) | variance(x))
 
 
 def _spmm_fwd(w, x, fwd, bwd, rows, cols):
@@ -87,8 +69,8 @@ def _spmm_fwd(w, x, fwd, bwd, rows, cols):
 
 def _spmm_bwd(res, g):
     w, x, fwd, bwd, rows, cols = res
-    dx = _like(_products(w, bwd, g), _varying(x))
-    dw = _like(edge_dots(g, x, rows, cols), _varying(w))
+    dx = match_variance(_products(w, bwd, g), variance(x))
+    dw = match_variance(edge_dots(g, x, rows, cols), variance(w))
     return dw, dx, None, None, None, None
 
 
@@ -111,7 +93,7 @@ def _gather_rows_bwd(res, g):
     flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
     ones = jnp.ones(index.shape, jnp.float32)
     dx = _csr_product(ones, gather_t, flat).reshape(x.shape).astype(x.dtype)
-    return _like(dx, _varying(x)), None, None
+    return match_variance(dx, variance(x)), None, None
 
 
 _gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)

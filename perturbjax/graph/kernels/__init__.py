@@ -1,16 +1,20 @@
 """Compiled CPU kernels for message passing, built on first use, each with a pure-XLA fallback.
 
-`edge_dots` is the edge-weight gradient of a sparse product (`perturbjax.graph.propagate`): for
-every edge, the dot product of the output gradient at its receiver with the value at its source
-(an SDDMM). XLA on CPU gathers both `[E, K, F]` operands into memory first; on the consensus
-graph (545k edges, 4 heads of 16) that took 118 ms against 32 ms for the C++ loop in
-`edge_dots.cc`, which reads each row where it lies.
+  * `edge_dots` (edge_dots.cc): the edge-weight gradient of a sparse product
+    (`perturbjax.graph.propagate`): per edge, the dot product of the output gradient at its
+    receiver with the value at its source (an SDDMM). XLA on CPU gathers both `[E, K, F]`
+    operands into memory first; on the consensus graph (545k edges, 4 heads of 16) that took
+    118 ms against 32 ms for the C++ loop, which reads each row where it lies.
+  * `sorted_segment_softmax` (segment_softmax.cc): attention's softmax over runs of equal,
+    sorted segment ids, forward and backward in one pass per segment each, where XLA scatters
+    segment maxima and sums and gathers them back per edge.
 
-The kernel is compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA FFI
-headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
-`~/.cache/perturbjax/kernels`), keyed by the source and the jaxlib version, so it is built once
-per machine. Without a compiler, when the build fails, with `PERTURBJAX_KERNELS=0`, or on a GPU
-or TPU, the same function runs as XLA gathers (one warning says why on CPU).
+The kernels are compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA
+FFI headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
+`~/.cache/perturbjax/kernels`), keyed by the sources and the jaxlib version, so they are built
+once per machine (a few seconds). Without a compiler, when the build fails, with
+`PERTURBJAX_KERNELS=0`, or when JAX's default backend is not the CPU, the same functions run as
+XLA ops (one warning says why when the build fails).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import jaxlib
 import numpy as np
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).with_name("edge_dots.cc")
-TARGET = "perturbjax_edge_dots"
+SOURCES = tuple(sorted(Path(__file__).parent.glob("*.cc")))
+TARGETS = {"perturbjax_edge_dots": "PerturbjaxEdgeDots",
+           "perturbjax_segment_softmax": "PerturbjaxSegmentSoftmax",
+           "perturbjax_segment_softmax_bwd": "PerturbjaxSegmentSoftmaxBwd"}
 
 
 def _cache_dir() -> Path:
@@ -40,10 +46,11 @@ def _cache_dir() -> Path:
 
 
 def _build() -> Path:
-    """The compiled library (built now unless cached); raises OSError or CalledProcessError."""
-    code = SOURCE.read_bytes()
-    key = hashlib.sha256(code + jaxlib.__version__.encode()).hexdigest()[:16]
-    out = _cache_dir() / f"edge_dots-{key}.so"
+    """The compiled library (built now unless cached); raises OSError or SubprocessError."""
+    digest = hashlib.sha256(jaxlib.__version__.encode())
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    out = _cache_dir() / f"perturbjax_kernels-{digest.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +58,7 @@ def _build() -> Path:
     os.close(fd)
     try:
         subprocess.run([os.environ.get("CXX", "c++"), "-O3", "-std=c++17", "-shared", "-fPIC",
-                        "-pthread", "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp],
+                        "-pthread", "-I", jax.ffi.include_dir(), *map(str, SOURCES), "-o", tmp],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(tmp, out)  # atomic: processes building at once each write their own file
     finally:
@@ -62,37 +69,87 @@ def _build() -> Path:
 
 @functools.cache
 def available() -> bool:
-    """Whether the compiled kernel is registered (builds it on the first call)."""
+    """Whether the compiled kernels are registered (builds them on the first call)."""
     if os.environ.get("PERTURBJAX_KERNELS", "1") == "0":
         return False
     try:
         lib = ctypes.CDLL(str(_build()))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.PerturbjaxEdgeDots),
-                                    platform="cpu")
-    except (OSError, subprocess.SubprocessError) as e:
-        detail = getattr(e, "stderr", "") or str(e)
-        log.warning("perturbjax: the compiled edge_dots kernel is unavailable (%s); attention "
-                    "gradients use XLA gathers, about 3x slower on CPU",
-                    detail.strip().splitlines()[-1] if detail.strip() else type(e).__name__)
+        for target, symbol in TARGETS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
+    except (OSError, AttributeError, subprocess.SubprocessError) as e:
+        detail = (getattr(e, "stderr", "") or str(e)).strip()
+        log.warning("perturbjax: the compiled message-passing kernels are unavailable (%s); "
+                    "using XLA ops, several times slower on CPU",
+                    detail.splitlines()[-1] if detail else type(e).__name__)
         return False
     return True
 
 
-def _xla_edge_dots(g, x, rows, cols):
-    return jnp.sum(g[rows] * x[cols], axis=-1)
+def enabled() -> bool:
+    """Whether the kernels run here: JAX's default backend is the CPU and they are built."""
+    return jax.default_backend() == "cpu" and available()
 
 
-def _ffi_edge_dots(g, x, rows, cols):
-    out = jax.ShapeDtypeStruct((rows.shape[0], g.shape[1]), jnp.float32)
-    return jax.ffi.ffi_call(TARGET, out)(g, x, rows, cols,
-                                        threads=np.int64(len(os.sched_getaffinity(0))))
+def _threads() -> np.int64:
+    return np.int64(len(os.sched_getaffinity(0)))
 
 
+# ---- device variance inside shard_map ------------------------------------------------------
+def variance(x) -> frozenset:
+    """The mesh axes along which `x` varies inside `shard_map` (empty outside it)."""
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset(getattr(mat, "varying", ()) or ())
+
+
+def match_variance(y: jax.Array, like: frozenset) -> jax.Array:
+    """`y` marked as varying exactly along `like`: custom kernels (these, and the sparse
+    products) do not track device variance inside `shard_map`, so their results are re-marked
+    (and a cotangent of a replicated input is summed over the devices, as the transpose of a
+    broadcast must be)."""
+    have = variance(y)
+    if like - have:
+        y = jax.lax.pcast(y, tuple(sorted(like - have)), to="varying")
+    if have - like:
+        y = jax.lax.psum(y, tuple(sorted(have - like)))
+    return y
+
+
+# ---- edge dots -----------------------------------------------------------------------------
 def edge_dots(g: jax.Array, x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     """`out[e, k] = sum_f g[rows[e], k, f] * x[cols[e], k, f]` for float32 `g` `[N, K, F]`,
     `x` `[S, K, F]` and int32 `rows`, `cols` `[E]` (in range); float32 `[E, K]`."""
     g, x = jnp.asarray(g, jnp.float32), jnp.asarray(x, jnp.float32)
     rows, cols = jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32)
-    if jax.default_backend() == "cpu" and available():
-        return _ffi_edge_dots(g, x, rows, cols)
-    return _xla_edge_dots(g, x, rows, cols)
+    if not enabled():
+        return jnp.sum(g[rows] * x[cols], axis=-1)
+    out = jax.ShapeDtypeStruct((rows.shape[0], g.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call("perturbjax_edge_dots", out)(g, x, rows, cols, threads=_threads())
+
+
+# ---- softmax over sorted segments ----------------------------------------------------------
+@jax.custom_vjp
+def sorted_segment_softmax(logits: jax.Array, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax of float32 `logits` `[E, H]` over each run of equal int32 `ids` `[E]` (sorted),
+    0 where the bool `mask` `[E]` is False (those edges enter no normaliser). Needs `enabled()`;
+    `perturbjax.graph.aggregate.segment_softmax` chooses between this and XLA ops."""
+    out = jax.ShapeDtypeStruct(logits.shape, jnp.float32)
+    alpha = jax.ffi.ffi_call("perturbjax_segment_softmax", out)(logits, ids, mask,
+                                                                threads=_threads())
+    return match_variance(alpha, variance(logits) | variance(ids) | variance(mask))
+
+
+def _softmax_fwd(logits, ids, mask):
+    alpha = sorted_segment_softmax(logits, ids, mask)
+    return alpha, (alpha, ids, mask)
+
+
+def _softmax_bwd(res, g):
+    alpha, ids, mask = res
+    out = jax.ShapeDtypeStruct(alpha.shape, jnp.float32)
+    dl = jax.ffi.ffi_call("perturbjax_segment_softmax_bwd", out)(
+        alpha, jnp.asarray(g, jnp.float32), ids, threads=_threads())
+    return match_variance(dl, variance(alpha) | variance(g)), None, None
+
+
+sorted_segment_softmax.defvjp(_softmax_fwd, _softmax_bwd)
