@@ -152,7 +152,9 @@ class HeteroGAT(nnx.Module):
 
         x, score_src = project_sources(topology, h, kernel, w_src)
         x = x.reshape(x.shape[:-1] + (heads, -1))
-        score_dst = topology.per_relation_targets(h, lambda r, ht: ht @ w_dst[r])
+        # Cut by a split, not indexed: each w_dst[r]'s gradient would be padded to all of w_dst.
+        w_dst = jnp.split(w_dst, num_relations, axis=0)
+        score_dst = topology.per_relation_targets(h, lambda r, ht: ht @ w_dst[r][0])
         logits = jax.nn.leaky_relu(score_src[topology.src_index] + score_dst[topology.group],
                                    self.negative_slope)
         alpha = edge_softmax(topology, logits, by="relation")
