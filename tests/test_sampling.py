@@ -168,8 +168,15 @@ def test_calibrated_budget_is_tighter_and_an_overflow_is_trimmed_to_fit_and_logg
     assert sum("trimmed" in r.message for r in caplog.records) == 1  # logged once
     assert small.trimmed["subgraphs"] == 2 and small.trimmed["edges"] > 0
     assert sub.num_nodes < whole.num_nodes and len(sub.senders) < len(whole.senders)
-    small.padded(sub)  # fits its blocks (raises otherwise)
+    gt = small.padded(sub)  # fits its blocks (raises otherwise)
     assert sub.nodes[sub.seeds].tolist() == seeds.tolist()  # every seed stays
+    # ... and each relation's senders fit its source rows: compacted in the step, every real
+    # edge's row holds its sender.
+    for r in range(len(small.layout.relations)):
+        assert len(np.unique(sub.senders[sub.edge_type == r])) <= small.layout.active_sources[r]
+    topo = Topology.from_graphs_tuple(jax.tree.map(jnp.asarray, gt), small.layout)
+    index, rows = np.asarray(topo.sources.index), np.asarray(topo.src_index)
+    np.testing.assert_array_equal(index[rows[gt.edges["mask"]]], gt.senders[gt.edges["mask"]])
     triples = set(zip(sub.nodes[sub.senders].tolist(), sub.nodes[sub.receivers].tolist(),
                       sub.edge_type.tolist()))
     assert triples <= full_edges(graph, schema)

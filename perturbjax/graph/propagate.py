@@ -64,17 +64,26 @@ def _spmm(w, x, fwd, bwd, rows, cols):
 
 
 def _spmm_fwd(w, x, fwd, bwd, rows, cols):
-    return _spmm(w, x, fwd, bwd, rows, cols), (w, x, fwd, bwd, rows, cols)
+    # Symbolic zeros: each argument comes as (value, perturbed). Weights that nothing
+    # differentiates (degree norms) need no per-edge dots: rows and cols are kept only for them.
+    need_dw = w.perturbed
+    w, x, fwd, bwd, rows, cols = jax.tree.map(
+        lambda a: a.value, (w, x, fwd, bwd, rows, cols),
+        is_leaf=lambda a: isinstance(a, jax.custom_derivatives.CustomVJPPrimal))
+    res = (w, x, bwd, rows if need_dw else None, cols if need_dw else None)
+    return _spmm(w, x, fwd, bwd, rows, cols), res
 
 
 def _spmm_bwd(res, g):
-    w, x, fwd, bwd, rows, cols = res
+    w, x, bwd, rows, cols = res
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None, None, None, None, None
     dx = match_variance(_products(w, bwd, g), variance(x))
-    dw = match_variance(edge_dots(g, x, rows, cols), variance(w))
+    dw = None if rows is None else match_variance(edge_dots(g, x, rows, cols), variance(w))
     return dw, dx, None, None, None, None
 
 
-_spmm.defvjp(_spmm_fwd, _spmm_bwd)
+_spmm.defvjp(_spmm_fwd, _spmm_bwd, symbolic_zeros=True)
 
 
 @jax.custom_vjp

@@ -154,15 +154,18 @@ class NeighbourSampler:
         self._local = np.full(self.num_nodes, -1, np.int64)  # scratch: full -> local id
         self.trimmed = {"subgraphs": 0, "nodes": 0, "edges": 0}
         nodes, edges = self._bound(graph, max_seeds)
+        senders = None
         if budget == "calibrated":
-            nodes, edges = self._calibrate(graph, max_seeds, nodes, edges, calibration_seeds)
-        self.layout = self._blocks(nodes, edges, padding_multiple)
+            nodes, edges, senders = self._calibrate(graph, max_seeds, nodes, edges,
+                                                    calibration_seeds)
+        self.layout = self._blocks(nodes, edges, padding_multiple, senders)
         self.budget = PaddingBudget(n_node=self.layout.num_nodes, n_edge=self.layout.num_edges,
                                     n_graph=2)
         blocks, relations = self.layout.node_blocks, self.layout.relations
         self._slot_type = np.repeat(np.arange(len(blocks), dtype=np.int32),
                                     [b - a for a, b in blocks])
-        # Padding edges of relation r join the last slots of its source and target blocks.
+        # Padding edges of relation r join the last slots of its source and target blocks
+        # (`padded` moves their sender to the relation's first real one when it has one).
         sizes = [blk.edge_stop - blk.edge_start for blk in relations]
         self._pad_senders = np.repeat([blocks[blk.source_type][1] - 1 for blk in relations],
                                       sizes).astype(np.int32)
@@ -207,9 +210,10 @@ class NeighbourSampler:
 
     def _calibrate(self, graph: HeteroGraph, max_seeds: Mapping[str, int], nodes: np.ndarray,
                    edges: np.ndarray, seed_sets: Sequence[np.ndarray] | None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Blocks 1.25 times the largest of subgraphs sampled around `seed_sets`, plus 16, never
-        above the bound (`nodes`, `edges`) nor below a type's seed count."""
+        above the bound (`nodes`, `edges`) nor below a type's seed count; the same for each
+        relation's distinct senders."""
         rng = np.random.default_rng(0)
         if seed_sets is None:
             offsets = graph.node_offsets()
@@ -220,20 +224,26 @@ class NeighbourSampler:
                                         or [np.zeros(0, np.int64)]) for _ in range(16)]
         self.layout = self._blocks(nodes, edges, 1)  # the bound's blocks, to sample into
         seen_nodes, seen_edges = np.zeros_like(nodes), np.zeros_like(edges)
+        seen_senders = np.zeros_like(edges)
         for seeds in seed_sets:
             sub = self.sample(np.asarray(seeds, np.int64), rng)
             real = sub.nodes[sub.nodes >= 0]
             seen_nodes = np.maximum(seen_nodes, np.bincount(self.node_type[real],
                                                             minlength=len(nodes)))
             seen_edges = np.maximum(seen_edges, np.bincount(sub.edge_type, minlength=len(edges)))
+            pairs = np.unique(sub.edge_type.astype(np.int64) * self.num_nodes + sub.senders)
+            seen_senders = np.maximum(seen_senders, np.bincount(pairs // self.num_nodes,
+                                                                minlength=len(edges)))
         grow = lambda seen, bound: np.minimum(np.ceil(seen * 1.25).astype(np.int64) + 16,  # noqa: E731
                                               bound)
-        return np.maximum(grow(seen_nodes, nodes), self._seed_counts), grow(seen_edges, edges)
+        return (np.maximum(grow(seen_nodes, nodes), self._seed_counts), grow(seen_edges, edges),
+                np.ceil(seen_senders * 1.25).astype(np.int64) + 16)
 
-    def _blocks(self, nodes: np.ndarray, edges: np.ndarray, multiple: int) -> Layout:
+    def _blocks(self, nodes: np.ndarray, edges: np.ndarray, multiple: int,
+                senders: np.ndarray | None = None) -> Layout:
         """Per-type node and per-relation edge budgets laid out in blocks, each rounded up to
         `multiple`; each relation's distinct senders are budgeted at min(edge budget, source
-        type's node budget)."""
+        type's node budget), which always holds, or at `senders` where that is smaller."""
         node_sizes = [_round_up(int(n), multiple) for n in nodes]
         node_ends = np.cumsum(node_sizes)
         node_blocks = tuple(zip([0, *map(int, node_ends[:-1])], map(int, node_ends)))
@@ -243,9 +253,10 @@ class NeighbourSampler:
         relations = tuple(RelationBlock(int(a), int(b), type_id[k.source], type_id[k.target])
                           for a, b, k in zip([0, *edge_ends[:-1]], edge_ends,
                                              self.schema.edge_types))
-        sources = tuple(min(e, node_sizes[blk.source_type])
-                        for e, blk in zip(edge_sizes, relations))
-        return Layout(node_blocks, relations, sources)
+        sources = [min(e, node_sizes[blk.source_type]) for e, blk in zip(edge_sizes, relations)]
+        if senders is not None:
+            sources = np.minimum(sources, senders)
+        return Layout(node_blocks, relations, tuple(int(a) for a in sources))
 
     # ---- sampling ------------------------------------------------------------------------
     def sample(self, seeds: np.ndarray, rng: np.random.Generator) -> Subgraph:
@@ -313,6 +324,19 @@ class NeighbourSampler:
                     keep[rng.choice(mine, len(mine) - budget[r], replace=False)] = False
                 trimmed_edges += int((~keep).sum())
                 senders, receivers, edge_type = senders[keep], receivers[keep], edge_type[keep]
+            # Each relation's distinct senders fit its source rows: edges from the
+            # latest-reached senders beyond them go.
+            if len(edge_type):
+                key = edge_type.astype(np.int64) * self.num_nodes + local[senders]
+                pairs = np.unique(key)  # (relation, sender in the order reached)
+                pair_rel = pairs // self.num_nodes
+                place = np.arange(len(pairs)) - np.searchsorted(pair_rel, pair_rel)
+                rows = np.asarray(self.layout.active_sources)[pair_rel]
+                if (place >= rows).any():
+                    dropped = np.isin(key, pairs[place >= rows])
+                    trimmed_edges += int(dropped.sum())
+                    senders, receivers, edge_type = (senders[~dropped], receivers[~dropped],
+                                                     edge_type[~dropped])
             if trimmed_nodes or trimmed_edges:
                 self._trimmed(trimmed_nodes, trimmed_edges)
             starts = np.array([a for a, _ in self.layout.node_blocks], np.int64)
@@ -363,6 +387,10 @@ class NeighbourSampler:
         edge_mask = np.zeros(layout.num_edges, bool)
         edge_mask[pos] = True
         edge_type = np.repeat(np.arange(len(layout.relations), dtype=np.int32), budget)
+        # A relation's padding edges send from its first real edge's sender, so they add no
+        # row to its relation-source space (its budget holds its real senders).
+        fill = ~edge_mask & (counts > 0)[edge_type]
+        senders[fill] = senders[starts[edge_type[fill]]]
         n, e = int(real.sum()), len(pos)
         return jraph.GraphsTuple(
             nodes={"features": features, "node_type": self._slot_type.copy(), "mask": real,

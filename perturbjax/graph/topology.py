@@ -12,8 +12,8 @@ integers):
   * nodes are numbered type by type (types in `GraphSchema.node_types` order); type t owns the
     contiguous range `node_blocks[t]`, which may end in padding nodes (mask False);
   * edges are sorted by (relation, receiver); relation r owns the contiguous edge range
-    `relations[r]`, which may end in padding edges (mask False) that join the last node of the
-    source block to the last node of the target block, so receivers stay sorted;
+    `relations[r]`, which may end in padding edges (mask False) into the last node of the
+    target block, so receivers stay sorted;
   * "relation-source space" holds the rows a relation transforms (`W_r h_j`), which
     `src_index` points each edge at. A whole graph lists each relation's distinct senders
     (`Topology.sources`, relation by relation): nothing that sends no edge is transformed. A
@@ -188,8 +188,9 @@ def _device_sources(layout: Layout, senders: jax.Array, edge_type: np.ndarray
                     ) -> tuple[SourceRows, jax.Array]:
     """Each relation's distinct senders, compacted into its `layout.active_sources[r]` rows of
     relation-source space (unused rows hold node 0 and receive no edge), and every edge's row.
-    Padding edges count as senders of their relation (the last slot of its source block), so a
-    budget of min(edge budget, source-type node budget) always holds."""
+    Padding edges count as senders too: the sampler has them send from their relation's first
+    real sender (or, when it has none, from the last slot of its source block), so they need no
+    row of their own."""
     edge_type = np.asarray(edge_type)
     key = jnp.asarray(edge_type) * layout.num_nodes + senders
     order = jnp.argsort(key, stable=True)  # relation r's edges keep r's edge range
