@@ -16,6 +16,11 @@
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
+
+A mistake in what the user gave (a config key or value, a missing or malformed file, a workdir
+that does not match) ends the command with one line, `perturbjax: error: ...`, and exit status
+2; `--debug` (or PERTURBJAX_DEBUG=1) shows the traceback instead. Other errors are bugs and keep
+their traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from perturbjax.config import apply_overrides, load_config
@@ -112,11 +118,18 @@ def _print_table(summary: dict) -> None:
             "precision_down@20"]
     rows = [(f"{summary['model']} (run)", summary["test"])] + [
         (name, b["test"]) for name, b in summary["baselines"].items()]
+    from perturbjax.eval.metrics import describe
+
     width = max(len(r[0]) for r in rows)
-    print("\ntest metrics (model selected on validation)")
+    split = summary.get("split") or {}
+    fold = f", fold {split['fold']} of {split['num_folds']}" if split.get("num_folds") else ""
+    print(f"\ntest metrics: {split.get('test', '?')} test conditions of a "
+          f"{split.get('kind', '?')} split{fold}; model selected on validation")
     print(" ".join([f"{'model':<{width}}"] + [f"{k:>17}" for k in keys]))
     for name, metrics in rows:
         print(" ".join([f"{name:<{width}}"] + [f"{metrics[k]:>17.4f}" for k in keys]))
+    for k in keys:
+        print(f"  {describe(k)}")
 
 
 def _compare(args, rest) -> None:
@@ -203,9 +216,31 @@ def _data(args, rest) -> None:
     print(json.dumps(graph.summary(), indent=2))
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input can raise: the project's own error types, and the ValueError /
+    OSError (missing file, unreadable directory, malformed record) that loaders and config
+    checks raise with a message naming the file, record or key."""
+    from perturbjax import launch
+    from perturbjax.train.checkpoint import WorkdirConflict
+    from perturbjax.train.parallel import ProcessSetupError
+
+    return (ValueError, OSError, KeyError, WorkdirConflict, ProcessSetupError, launch.LaunchError)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit status 2; the SystemExit still carries the message."""
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"perturbjax: error: {message}", file=sys.stderr)
+    error = SystemExit(message)
+    error.code = 2
+    raise error
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user error (also PERTURBJAX_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train", help="train and evaluate one run",
@@ -292,8 +327,22 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--force", action="store_true", help="fetch: download even if present")
     data.add_argument("--source", choices=("primekg", "hetionet"), help="summary: the KG format")
     data.add_argument("--path", help="summary: kg.csv (PrimeKG) or a .sif/.sif.gz (Hetionet)")
-    args, rest = parser.parse_known_args(argv)
-    {"train": _train, "launch": _launch, "compare": _compare, "data": _data}[args.command](args, rest)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
+    args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
+    command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data}
+    try:
+        command[args.command](args, rest)
+    except SystemExit as e:
+        if isinstance(e.code, str):  # the commands' own "perturbjax [command]: ..." messages
+            _fail(re.sub(r"^perturbjax(?: ([a-z ]+))?: ",
+                         lambda m: f"{m.group(1)}: " if m.group(1) else "", e.code))
+        raise
+    except _user_errors() as e:
+        if debug:
+            raise
+        detail = e.args[0] if isinstance(e, KeyError) and e.args else e
+        _fail(f"{detail}" if str(detail) else type(e).__name__)
 
 
 if __name__ == "__main__":

@@ -189,8 +189,8 @@ def test_distributed_alone_outside_a_cluster_says_what_to_pass(tmp_path):
                            f"{DEMO}:test", "--workdir", str(tmp_path / "x"), "--distributed"],
                           env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"), cwd=ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    assert proc.returncode == 1
-    assert "cannot join JAX's distributed runtime" in proc.stderr
+    assert proc.returncode == 2
+    assert "perturbjax: error: train: cannot join JAX's distributed runtime" in proc.stderr
     assert "pass --coordinator-address, --num-processes, --process-id" in proc.stderr
     assert not (tmp_path / "x").exists()
 
@@ -201,5 +201,5 @@ def test_several_processes_need_data_parallelism(tmp_path, monkeypatch):
         loop.train_and_evaluate(load_config(f"{DEMO}:test"), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
     # The command says so in one line, without a traceback.
-    with pytest.raises(SystemExit, match=r"^perturbjax: 2 processes train one model only"):
+    with pytest.raises(SystemExit, match=r"^2 processes train one model only"):
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "run")])

@@ -126,8 +126,9 @@ def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| exp: hetero_gat | 2 | 0.600 ± 0.141 | 1.000 ± 0.000 |" in out
     assert "| exp: baseline mean | 2 | 0.000 ± 0.000 | 2.000 ± 0.000 |" in out
-    with pytest.raises(FileNotFoundError, match="no summary.json"):
+    with pytest.raises(SystemExit, match="no summary.json") as info:  # one line, exit 2
         cli.main(["compare", str(tmp_path / "missing")])
+    assert info.value.code == 2
 
 
 def test_compare_pairs_runs_by_seed_and_fold(tmp_path, capsys):

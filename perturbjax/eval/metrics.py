@@ -34,7 +34,30 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "per_gene_pearson": True,
 }
 
+# One line per family, for tables that print metric names (see `describe`).
+DESCRIPTIONS: dict[str, str] = {
+    "pearson": "Pearson r of predicted and measured signature, mean over conditions",
+    "spearman": "Spearman rank correlation, mean over conditions",
+    "pearson_centered": "Pearson r after subtracting the training-mean signature from both "
+                        "(the selection metric: raw r rewards predicting the average response)",
+    "rmse": "root mean squared error over all genes and conditions",
+    "precision_up": "share of the measured top-k up-regulated genes among the predicted top k",
+    "precision_down": "share of the measured top-k down-regulated genes among the predicted "
+                      "top k",
+    "per_gene_pearson": "Pearson r across conditions for each gene, mean over genes",
+}
+
 _PRECISION_FAMILIES = ("precision_up", "precision_down")
+
+
+def describe(name: str) -> str:
+    """`name`: what it measures (higher / lower is better), for a table's legend."""
+    family = name.split("@", 1)[0]
+    better = "higher" if higher_is_better(name) else "lower"
+    k = name.split("@", 1)[1] if "@" in name else None
+    text = DESCRIPTIONS[family].replace("top-k", f"top-{k}").replace("top k", f"top {k}") \
+        if k else DESCRIPTIONS[family]
+    return f"{name}: {text} ({better} is better)"
 
 
 def metric_names(ks: Sequence[int] = DEFAULT_KS) -> list[str]:

@@ -18,6 +18,11 @@ def make_task(config: ml_collections.ConfigDict):
     return _task_class(config.task)(config)
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first config key no run of its task can use."""
+    _task_class(config.task).validate_config(config)
+
+
 def default_config(name: str) -> ml_collections.ConfigDict:
     """Every setting of task `name` at its default: what a key that an older run's config.json
     lacks meant (see `checkpoint.check_workdir_config`)."""

@@ -5,6 +5,7 @@ The loop in `perturbjax.train.loop` knows nothing of drugs or genes; this class 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Iterator
 
@@ -28,6 +29,7 @@ from perturbjax.models.perturbation import ENCODERS, PerturbationModel
 from perturbjax.train.parallel import Shares, stack_shares
 
 
+log = logging.getLogger(__name__)
 DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines",
                 "primekg_planted")
 # Models fitted on the host in closed form (no training loop) that read the model's graph, so
@@ -122,6 +124,57 @@ def shrink_for_tests(c: ml_collections.ConfigDict, *, baselines: list[str]) -> N
     c.wandb.mode = "disabled"
 
 
+SPLITS = ("random", "cold_drug", "cold_cell", "scaffold")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+    """Rejects settings no run can use, before any work: a ValueError naming the key and what
+    was expected (a negative batch size would otherwise loop forever, a zero one divide by 0)."""
+    def need(key: str, ok, expected: str) -> None:
+        value = c
+        for part in key.split("."):
+            value = value[part]
+        if not ok(value):
+            raise ValueError(f"config key {key} is {value!r}; expected {expected}")
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def at_least(low):
+        return lambda v: integer(v) and v >= low
+
+    def fraction(v) -> bool:
+        return isinstance(v, (int, float)) and 0 < v < 1
+
+    for key in ("train.num_steps", "train.batch_size", "train.log_every", "train.eval_every",
+                "train.checkpoint.keep", "model.hidden", "model.num_layers", "model.heads"):
+        need(key, at_least(1), "an integer >= 1")
+    for key in ("train.warmup_steps", "train.num_devices", "train.checkpoint.every",
+                "model.bases", "model.propagation_steps", "data.num_folds"):
+        need(key, at_least(0), "an integer >= 0")
+    need("train.learning_rate", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0")
+    for key in ("train.weight_decay", "train.clip_norm"):
+        need(key, lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0")
+    need("model.dropout", lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)")
+    for key in ("data.validation_fraction", "data.test_fraction"):
+        need(key, fraction, "a fraction strictly between 0 and 1")
+    need("data.validation_fraction", lambda v: v + c.data.test_fraction < 1,
+         f"a fraction with data.test_fraction ({c.data.test_fraction}) summing below 1")
+    need("data.num_folds", lambda v: v != 1, "0 (one split) or at least 2 folds")
+    if c.data.num_folds:
+        need("data.fold", lambda v: integer(v) and 0 <= v < c.data.num_folds,
+             f"an integer in [0, {c.data.num_folds}) (data.num_folds)")
+    need("data.source", lambda v: v in DATA_SOURCES, f"one of {DATA_SOURCES}")
+    need("data.split", lambda v: v in SPLITS, f"one of {SPLITS}")
+    models = ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))
+    need("model.name", lambda v: v in models, f"one of {models}")
+    need("baselines", lambda v: set(v) <= set(BASELINES), f"names from {tuple(sorted(BASELINES))}")
+    need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
+    need("graph.padding_multiple", at_least(1), "an integer >= 1")
+    need("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}")
+
+
 def _frozen(section: ml_collections.ConfigDict) -> dict:
     """A config section as keyword arguments of a frozen dataclass: lists become tuples."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in section.to_dict().items()}
@@ -152,8 +205,10 @@ class PerturbationTask:
 
     selection_metric = SELECTION_METRIC
     default_config = staticmethod(base_config)
+    validate_config = staticmethod(validate_config)
 
     def __init__(self, config: ml_collections.ConfigDict):
+        validate_config(config)
         self.config = config
         # Baselines see the guarded graph whatever the ablation (they read only drug targets
         # and features); graph models see the guarded, ablated graph.
@@ -178,6 +233,12 @@ class PerturbationTask:
         self._readout_pos = (d.readout + offsets[d.gene_type]).astype(np.int32)
         self._covariates = d.condition_covariates()
         self.batch_size = config.train.batch_size
+        if self.batch_size > len(self.split.train):
+            # One batch holds the whole training part; evaluation batches are no larger.
+            log.warning("train.batch_size %d is larger than the %d training conditions; using "
+                        "%d for training and evaluation", self.batch_size,
+                        len(self.split.train), len(self.split.train))
+            self.batch_size = len(self.split.train)
         self.sampler = None
         if config.graph.mode == "sampled":
             s = config.graph.sampling
@@ -285,7 +346,7 @@ class PerturbationTask:
         global batch and builds only its `shares` of it.
         """
         rng = np.random.default_rng(seed)
-        train, size = self.split.train, min(self.batch_size, len(self.split.train))
+        train, size = self.split.train, self.batch_size
         per_epoch = len(train) // size
         epoch, skip = divmod(start_step, per_epoch)
         for _ in range(epoch):

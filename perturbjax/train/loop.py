@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 import jax
@@ -49,7 +50,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
-from perturbjax.tasks import default_config, make_task
+from perturbjax.tasks import default_config, make_task, validate_config
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
@@ -114,6 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
       The summary that is also written to `workdir/summary.json`.
 
     Raises:
+      ValueError: a config value no run can use (the key is named).
       checkpoint.WorkdirConflict: `workdir/config.json` holds a different config.
       checkpoint.Preempted: SIGTERM arrived during training; a checkpoint was saved and
         summary.json was not written (rerunning resumes).
@@ -122,6 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
         `checkpoint.Checkpoints.latest_step`).
     """
     start = time.time()
+    validate_config(config)  # before anything is written
     if jax.process_count() > 1 and not config.train.data_parallel:
         raise ProcessSetupError(f"{jax.process_count()} processes train one model only with "
                                 f"data parallelism: pass --config.train.data_parallel=True")
@@ -139,6 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
     resume = None if task.model_is_baseline else ckpt.latest_step()
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None
+    if resume is not None and primary:
+        print(f"perturbjax: resuming from step {resume} ({ckpt.directory})", file=sys.stderr)
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
                        keep_bytes=loop_state["metrics_offset"] if loop_state else 0,
                        group=group, job_type=job_type, write=primary)

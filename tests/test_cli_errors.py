@@ -1,0 +1,84 @@
+"""A user's mistake ends a command with one line naming what was wrong, and exit status 2."""
+
+import logging
+
+import pytest
+
+from perturbjax.cli import main
+from perturbjax.config import load_config
+from perturbjax.tasks import make_task
+
+DEMO = "experiments/demo.py:test"
+
+
+def one_line_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("perturbjax: error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.batch_size=-4", "train.batch_size"),  # looped forever
+    ("train.batch_size=0", "train.batch_size"),  # ZeroDivisionError
+    ("train.num_steps=0", "train.num_steps"),
+    ("train.learning_rate=-0.1", "train.learning_rate"),
+    ("data.validation_fraction=1.5", "data.validation_fraction"),
+    ("model.name=gatt", "model.name"),
+    ("data.source=hetionet", "data.source"),
+])
+def test_bad_config_values_are_one_line_before_anything_is_written(tmp_path, capsys, override,
+                                                                   key):
+    workdir = tmp_path / "run"
+    line = one_line_error(capsys, ["train", "--config", DEMO, "--workdir", str(workdir),
+                                   f"--config.{override}", "--no-progress"])
+    assert key in line and "expected" in line
+    assert not workdir.exists()
+
+
+def test_debug_shows_the_traceback_instead(tmp_path):
+    with pytest.raises(ValueError, match="train.batch_size"):
+        main(["--debug", "train", "--config", DEMO, "--workdir", str(tmp_path / "run"),
+              "--config.train.batch_size=0"])
+    with pytest.raises(ValueError, match="train.batch_size"):  # the flag may come anywhere
+        main(["train", "--config", DEMO, "--workdir", str(tmp_path / "run"),
+              "--config.train.batch_size=0", "--debug"])
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    workdir.write_text("not a directory")
+    line = one_line_error(capsys, ["train", "--config", DEMO, "--workdir", str(workdir)])
+    assert str(workdir) in line
+
+
+def test_compare_without_runs_is_one_line(tmp_path, capsys):
+    assert str(tmp_path) in one_line_error(capsys, ["compare", str(tmp_path)])
+
+
+def test_malformed_kg_csv_in_data_summary_names_the_file(tmp_path, capsys):
+    kg = tmp_path / "kg.csv"
+    kg.write_text("this,is,not\na,primekg,file\n")
+    assert str(kg) in one_line_error(capsys, ["data", "summary", "--source", "primekg",
+                                              "--path", str(kg)])
+    missing = tmp_path / "missing.csv"
+    assert str(missing) in one_line_error(capsys, ["data", "summary", "--source", "primekg",
+                                                   "--path", str(missing)])
+
+
+def test_a_batch_larger_than_the_training_part_is_clamped_for_training_and_evaluation(caplog):
+    config = load_config(DEMO)
+    config.train.batch_size = 100_000
+    with caplog.at_level(logging.WARNING, logger="perturbjax.tasks.perturbation"):
+        task = make_task(config)
+    train = len(task.split.train)
+    assert task.batch_size == train
+    assert any("larger than" in r.message for r in caplog.records)
+    first = next(task.train_batches(seed=0))
+    assert len(first["drug"]) == train
+    batch, real = next(task.eval_batches("validation"))
+    assert len(batch["drug"]) <= train and real <= train
+
