@@ -142,6 +142,32 @@ def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
     return jnp.split(out, np.cumsum(widths)[:-1].tolist(), axis=-1)
 
 
+def project_targets(topology: Topology, values: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Per-relation linear maps of the relations' target nodes, in relation-target space.
+
+    Args:
+      topology: the graph structure.
+      values: node values `[N, ..., in]`.
+      kernel: `[R, in, out]`: relation r maps its target type's nodes by `kernel[r]`.
+
+    Returns:
+      `[G, ..., out]`, rows numbered like `topology.group`. One matmul per target type, for all
+      the relations into it side by side, so each node block is read once.
+    """
+    layout = topology.layout
+    blocks = topology.split_types(values)
+    per_relation: list = [None] * len(layout.relations)
+    for t, x in enumerate(blocks):
+        rels = [r for r, blk in enumerate(layout.relations) if blk.target_type == t]
+        if rels:
+            y = _project(x, kernel[np.asarray(rels)])  # [n_t, m, ..., out]
+            for r, part in zip(rels, jnp.split(y, len(rels), axis=1)):
+                per_relation[r] = part[:, 0]
+    if not per_relation:
+        raise ValueError("the topology has no relations")
+    return jnp.concatenate(per_relation, axis=0)
+
+
 def _project(hs: jax.Array, kernels: jax.Array) -> jax.Array:
     """`hs @ kernels[q]` for every q, as `[n, m, ..., out]` from `hs` `[n, ..., in]` and
     `kernels` `[m, in, out]`: one matmul with the kernels side by side, so the backward pass

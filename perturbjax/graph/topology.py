@@ -385,13 +385,6 @@ class Topology:
                 parts.append(jax.tree.map(lambda y: y.reshape((-1,) + y.shape[2:]), out))
         return _stack(parts)
 
-    def per_relation_targets(self, values: jax.Array, fn):
-        """`fn(r, values[target block of r])` for every relation, stacked row-wise: values in
-        relation-target space (rows numbered like `group`)."""
-        blocks = self.split_types(values)
-        return _stack([fn(r, blocks[blk.target_type])
-                       for r, blk in enumerate(self.layout.relations)])
-
 
 def _stack(parts: list):
     if not parts:

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from perturbjax.graph.propagate import (edge_softmax, project_sources, propagate,
-                                        relation_mean_weights)
+from perturbjax.graph.propagate import (edge_softmax, project_sources, project_targets,
+                                       propagate, relation_mean_weights)
 from perturbjax.graph.topology import Topology
 
 ATTENTION = "attention"
@@ -152,9 +152,7 @@ class HeteroGAT(nnx.Module):
 
         x, score_src = project_sources(topology, h, kernel, w_src)
         x = x.reshape(x.shape[:-1] + (heads, -1))
-        # Cut by a split, not indexed: each w_dst[r]'s gradient would be padded to all of w_dst.
-        w_dst = jnp.split(w_dst, num_relations, axis=0)
-        score_dst = topology.per_relation_targets(h, lambda r, ht: ht @ w_dst[r][0])
+        score_dst = project_targets(topology, h, w_dst)
         logits = jax.nn.leaky_relu(score_src[topology.src_index] + score_dst[topology.group],
                                    self.negative_slope)
         alpha = edge_softmax(topology, logits, by="relation")
