@@ -50,8 +50,10 @@ def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
 
 
 def _products(w, csr, x):
-    """`[n, K, F]`: one CSR product per weight column k, data `w[csr.order, k]`."""
-    return jnp.stack([_csr_product(w[csr.order, k], csr, x[:, k]) for k in range(x.shape[1])],
+    """`[n, K, F]`: one CSR product per weight column k, data `w[csr.order, k]` (the rows of
+    `w` gathered once for all columns)."""
+    data = w[csr.order]
+    return jnp.stack([_csr_product(data[:, k], csr, x[:, k]) for k in range(x.shape[1])],
                      axis=1)
 
 
