@@ -64,7 +64,7 @@ def get_config(arg=None):
     c.model.heads = 2
     c.model.num_layers = 2
     c.model.dropout = 0.1
-    c.model.propagation_steps = 0  # propagation: 9 s/step on Hetionet, 2 CPUs (README)
+    c.model.propagation_steps = 0  # propagation: 3.5 s/step on Hetionet, 2 CPUs (README)
     c.model.readout_embedding = True  # Hetionet genes have no input features, so genes get
     c.model.embedded_node_types = ["gene"]  # learned vectors (drugs are held out: never them)
 
