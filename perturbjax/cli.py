@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sys
+from typing import NoReturn
 
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.eval.compare import (DEFAULT_METRICS, comparison_table, load_summaries,
@@ -227,7 +228,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, OSError, KeyError, WorkdirConflict, ProcessSetupError, launch.LaunchError)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """One line on stderr and exit status 2; the SystemExit still carries the message."""
     message = " ".join(str(message).split())  # one line, whatever the message held
     print(f"perturbjax: error: {message}", file=sys.stderr)

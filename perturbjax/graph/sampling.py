@@ -22,10 +22,11 @@ edges, and the step pays for the padding. `budget="calibrated"` (the default) sa
 subgraphs around representative seeds first and sizes every block at 1.25 times the largest
 seen plus 16 (never above the bound). A later subgraph that would still overflow a block is
 trimmed to fit: a type keeps its earliest-reached nodes (seeds first, so only far nodes go)
-and the edges among them, a relation a random subset of its edges; `sampler.trimmed` counts
-what was dropped and the first trim is logged as a warning. Each relation's distinct senders
-are budgeted as well (`Layout.active_sources`, min(its edge budget, its source type's node
-budget)), so the step transforms only them and uses the sparse backend, as on a whole graph.
+and the edges among them, a relation a random subset of its edges, and the edges of its
+latest-reached senders beyond its sender budget; `sampler.trimmed` counts what was dropped and
+the first trim is logged as a warning. Each relation's distinct senders are budgeted
+(`Layout.active_sources`: calibrated likewise, never above min(its edge budget, its source
+type's node budget), which always holds), so the step transforms only them.
 
 Subgraphs are laid out in the blocks of `perturbjax.graph.topology.Layout`
 (`sampler.layout`): type t's nodes fill the range of its node budget (in the order they were
@@ -49,6 +50,7 @@ from perturbjax.graph.topology import Layout, RelationBlock
 
 log = logging.getLogger(__name__)
 BUDGETS = ("calibrated", "bound")
+
 
 def parse_fanouts(fanouts: Sequence[int], relation_fanouts: Sequence[str],
                   relations: Sequence[str]) -> list[dict[str, int]]:

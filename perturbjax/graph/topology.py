@@ -16,10 +16,11 @@ integers):
     target block, so receivers stay sorted;
   * "relation-source space" holds the rows a relation transforms (`W_r h_j`), which
     `src_index` points each edge at. A whole graph lists each relation's distinct senders
-    (`Topology.sources`, relation by relation): nothing that sends no edge is transformed. A
-    padded subgraph holds one row per (source node, relation leaving its type): type by type,
-    node by node, then relation (`Layout.source_row`), so one matrix product per type,
-    `h_t @ [W_r1 | W_r2 | ...]`, gives that type's rows as they stand;
+    (`Topology.sources`, relation by relation): nothing that sends no edge is transformed; a
+    sampled subgraph does the same within the sampler's per-relation budgets, compacted inside
+    the step. Without such budgets a padded graph holds one row per (source node, relation
+    leaving its type): type by type, node by node, then relation (`Layout.source_row`), so one
+    matrix product per type, `h_t @ [W_r1 | W_r2 | ...]`, gives that type's rows as they stand;
   * "relation-target space" stacks each relation's target block: `group` numbers the
     (relation, receiver) pairs, the softmax / mean groups of relation-wise layers, and is sorted.
 
@@ -221,9 +222,10 @@ class Topology:
       src_index: int32 `[E]` row of each edge's source in relation-source space.
       group: int32 `[E]` (relation, receiver) pair of each edge in relation-target space (sorted).
       sparse: the CSR patterns of the sparse backend, or None (segment backend).
-      sources: for a whole graph, the rows of relation-source space (each relation's distinct
-        senders: a relation transforms only nodes that send it something); None for padded
-        subgraphs, whose relation-source space holds every node of each relation's source type.
+      sources: the rows of relation-source space when the layout has `active_sources` (each
+        relation's distinct senders: a relation transforms only nodes that send it something;
+        a whole graph's exactly, a sampled subgraph's within its budgets); None otherwise, when
+        relation-source space holds every node of each relation's source type.
       layout: the static block layout.
     """
 
