@@ -189,7 +189,7 @@ def _data(args, rest) -> None:
         states = {name: registry.status(name) for name in (args.names or registry.FILES)}
         for name, state in states.items():
             print(f"{state:>9}  {registry.data_dir() / name}")
-        bad = [n for n, s in states.items() if s == "corrupt" or (args.names and s == "missing")]
+        bad = [n for n, s in states.items() if s in ("corrupt", "missing")]
         if bad:
             raise SystemExit(f"perturbjax data verify: {len(bad)} file(s) missing or corrupt: {bad}")
         return

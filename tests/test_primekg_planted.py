@@ -18,6 +18,7 @@ def test_planted_signatures_follow_targets_and_interactions(tmp_path):
     path = str(tmp_path / "kg.csv")
     data, reports = make_planted(PlantedConfig(path=path, **SMALL))
     assert list(reports) == [path] and reports[path]["kept"]["rows"] > 0
+    assert reports[path]["notes"]["synthetic"] is True  # the run's summary says so
     g = data.graph
     assert data.signatures.shape == (100, 40) and len(np.unique(data.drug)) == 50
     assert g.nodes[CELL].count == 4 and g.nodes[CELL].features["basal_expression"].shape == (4, 32)
@@ -58,3 +59,12 @@ def test_scale_experiment_test_variant_trains_on_sampled_subgraphs(tmp_path):
     assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
     assert 0 < summary["peak_rss_gib"] < 8
     assert np.isfinite(summary["test"]["pearson_centered"])
+
+
+def test_synthetic_data_is_never_written_into_the_data_directory(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    (data_dir / "primekg").mkdir(parents=True)
+    monkeypatch.setenv("PERTURBJAX_DATA_DIR", str(data_dir))
+    with pytest.raises(ValueError, match="data directory"):
+        make_planted(PlantedConfig(path=str(data_dir / "primekg" / "kg.csv"), **SMALL))
+    assert list(data_dir.rglob("*")) == [data_dir / "primekg"]  # nothing written

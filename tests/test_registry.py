@@ -54,6 +54,9 @@ def test_data_command(capsys, real_file, tmp_path, monkeypatch):
     monkeypatch.setenv(registry.DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(SystemExit, match="missing or corrupt"):
         cli.main(["data", "verify", "hetionet/nodes.tsv"])
+    with pytest.raises(SystemExit, match="missing or corrupt") as info:  # every file missing
+        cli.main(["data", "verify"])
+    assert info.value.code == 2
     cli.main(["data", "list"])
     out = capsys.readouterr().out
     assert f"data directory: {tmp_path}" in out and "missing  hetionet/nodes.tsv" in out

@@ -12,11 +12,14 @@ can learn through the graph; it is not a biological result.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from perturbjax.data import registry
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.primekg import load_primekg, synthetic_primekg
 from perturbjax.graph.hetero import EdgeType
@@ -70,16 +73,29 @@ def make_planted(config: PlantedConfig) -> tuple[PerturbationData, dict]:
     if not c.path:
         raise ValueError("data.planted.path is empty: give PrimeKG's kg.csv, or a path for "
                          "synthetic data with data.planted.synthesize=True")
+    marker = c.path + ".synthetic.json"  # beside every file this module wrote
     if not os.path.exists(c.path):
         if not c.synthesize:
             raise FileNotFoundError(f"{c.path} does not exist (set data.planted.synthesize=True "
                                     f"to write PrimeKG-size synthetic data there)")
+        data_dir = registry.data_dir().resolve()
+        target = Path(c.path).resolve()
+        if target == data_dir or data_dir in target.parents:
+            raise ValueError(f"data.planted.path {c.path} does not exist and lies in the data "
+                             f"directory {data_dir}, which holds real data only: point it at a "
+                             f"real kg.csv, or at a path outside it (e.g. runs/data/...) for "
+                             f"synthetic data")
         os.makedirs(os.path.dirname(os.path.abspath(c.path)), exist_ok=True)
         partial = c.path + ".partial"  # renamed when complete: an interrupted write is not reused
         synthetic_primekg(partial, n_nodes=c.synthetic_nodes, n_edges=c.synthetic_rows,
                           seed=c.synthetic_seed)
+        with open(marker, "w") as f:
+            json.dump({"synthetic": True, "nodes": c.synthetic_nodes, "rows": c.synthetic_rows,
+                       "seed": c.synthetic_seed}, f)
         os.replace(partial, c.path)
     graph, _, report = load_primekg(c.path)
+    # The run's summary (its load reports) says whether the graph was synthetic.
+    report.notes["synthetic"] = os.path.exists(marker)
     rng = np.random.default_rng(c.seed)
     n_genes = graph.nodes[GENE].count
     if n_genes < c.n_readout:
