@@ -109,6 +109,19 @@ def test_id_shared_by_two_indices_is_suffixed_and_reported(tmp_path):
     assert note["nodes"] == 2 and "gene/protein 9796#0" in note["examples"]
 
 
+def test_relations_and_types_outside_primekg_are_kept_and_reported(tmp_path, caplog):
+    rows = ROWS[:2] + [
+        "gene_vibes,vibes,0,9796,gene/protein,PHYHIP,NCBI,77,X1,mystery,M1,NONE"]
+    with caplog.at_level(logging.WARNING, logger="perturbjax.data.primekg"):
+        graph, _, report = load_primekg(write(tmp_path, [HEADER] + rows))
+    assert report.notes["relations not in PrimeKG"] == ["gene_vibes"]
+    assert report.notes["node types not in PrimeKG"] == ["mystery"]
+    assert "mystery" in graph.node_types  # kept, not silently dropped either
+    assert sum("not in PrimeKG" in r.message for r in caplog.records) == 2
+    _, _, clean = load_primekg(write(tmp_path, [HEADER] + ROWS, name="clean.csv"))
+    assert not any("not in PrimeKG" in k for k in clean.notes)
+
+
 def test_filters_report_what_they_removed(kg):
     graph, _, report = load_primekg(kg, relations=["protein_protein", "drug_protein"])
     assert {str(k) for k in graph.edge_types} == {

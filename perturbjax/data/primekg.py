@@ -175,6 +175,13 @@ def load_primekg(path: str | os.PathLike, *, relations: Iterable[str] | None = N
 
     keep = rows.non_empty_ids(report)
     nodes = rows.nodes(keep)  # validates that each index has one type, id and name
+    # Kept, but said: a relation or node type PrimeKG does not have (another version, an edit).
+    for what, vocab, known in (("relations", rows.relation_names, RELATIONS),
+                               ("node types", rows.type_names, NODE_TYPES)):
+        unknown = sorted(set(vocab.to_pylist()) - set(known))
+        if unknown:
+            report.notes[f"{what} not in PrimeKG"] = unknown
+            log.warning("%s: %s not in PrimeKG's %d, kept: %s", path, what, len(known), unknown)
 
     keep &= _filter(rows.relation, rows.relation_names, relations, "relation", RELATIONS, report,
                     "relation not selected", keep)
