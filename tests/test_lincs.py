@@ -111,9 +111,10 @@ def test_gct_round_trip_with_missing_values_and_typed_metadata(tmp_path):
                  row_meta={"pr_gene_id": ["7", "0042"], "symbol": ["A", "B"]},
                  col_meta={"pert_dose": ["10", "-666", "0.5"], "pert_type": ["trt_cp", "ctl", "x"]})
     gct, report = read_gct(write(tmp_path, "small.gct", text))
-    expected = np.array([[1.5, np.nan, 2.0], [np.nan, np.nan, 3.25]], np.float32)
+    # In the data matrix -666 is a value (as cmapPy reads it); NA and empty cells are missing.
+    expected = np.array([[1.5, -666.0, 2.0], [np.nan, np.nan, 3.25]], np.float32)
     np.testing.assert_array_equal(gct.data, expected)
-    assert report.notes["missing_values"] == 3
+    assert report.notes["missing_values"] == 2
     assert gct.col_meta["pert_dose"].tolist()[::2] == [10.0, 0.5]
     assert np.isnan(gct.col_meta["pert_dose"].iloc[1])
     assert gct.row_meta["pr_gene_id"].tolist() == ["7", "0042"]  # zero-padded ids stay strings
@@ -150,6 +151,36 @@ def test_malformed_gct_names_file_and_line(tmp_path, edit, line, fragment):
     path = write(tmp_path, "bad.gct", edit(GOOD))
     with raises_at(path, line, fragment):
         read_gct(path)
+
+
+def test_gct_with_a_repeated_row_metadata_field_names_file_and_line(tmp_path):
+    text = "#1.3\n1\t1\t2\t0\nid\tsym\tsym\ts1\ng1\tA\tB\t1.0\n"
+    path = write(tmp_path, "dup.gct", text)
+    with pytest.raises(ValueError, match=re.escape(f"{path} line 3: row-metadata field names "
+                                                   f"must be unique, 'sym' repeats")):
+        read_gct(path)
+
+
+def test_gctx_variants_other_writers_produce(tmp_path):
+    path = tmp_path / "v.gctx"
+    with h5py.File(path, "w") as f:
+        f["0/DATA/0/matrix"] = np.array([[1.0, -666.0], [2.0, 3.0]], np.float32)
+        f["0/META/ROW/id"] = np.array([[b"g1"], [b"g2"]])  # (n, 1) ids
+        f["0/META/COL/id"] = np.array([b"a", b"b"])
+        f.attrs["version"] = np.array([b"GCTX1.0"])  # the version as an array
+    gct, report = read_gctx(path)
+    assert gct.row_ids.tolist() == ["g1", "g2"] and gct.version == "GCTX1.0"
+    assert gct.data[1, 0] == -666.0 and report.notes["missing_values"] == 0  # a data value
+    with h5py.File(path, "a") as f:
+        del f["0/DATA/0/matrix"]
+        f["0/DATA/0/matrix"] = np.array([[b"x", b"y"], [b"z", b"w"]])
+    with pytest.raises(ValueError, match=re.escape(f"{path}: record /0/DATA/0/matrix holds")):
+        read_gctx(path)
+    with h5py.File(path, "a") as f:
+        del f["0/META/ROW/id"]
+        f["0/META/ROW/id"] = np.zeros((2, 2), "S2")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: record /0/META/ROW/id has shape")):
+        read_gctx(path)
 
 
 def test_malformed_gctx_names_the_record(tmp_path):

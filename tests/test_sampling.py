@@ -152,7 +152,10 @@ def test_bound_budget_holds_every_sample_and_padding_is_masked():
 def test_calibrated_budget_is_tighter_and_an_overflow_is_trimmed_to_fit_and_logged(caplog):
     graph = random_graph(1)
     offsets, rng = graph.node_offsets(), np.random.default_rng(0)
-    draw = lambda: np.concatenate([rng.choice(40, 8), offsets["b"] + rng.choice(25, 4)])  # noqa: E731
+
+    def draw():
+        return np.concatenate([rng.choice(40, 8), offsets["b"] + rng.choice(25, 4)])
+
     bound, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4}, budget="bound")
     calibrated, _ = make_sampler(graph, fanouts=(4, 3), max_seeds={"a": 8, "b": 4},
                                  calibration_seeds=[draw() for _ in range(16)])

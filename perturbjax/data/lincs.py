@@ -6,9 +6,11 @@ dropped and why, so a silent loss of rows never goes unnoticed. Malformed input 
 because a message that says where to look is what makes a bad download fixable.
 
 Conventions, chosen to match how CMap writes these files:
-  * "-666", "NA", "NaN", "" (and a few similar spellings) mean missing. In the expression matrix
-    they become NaN; in metadata they become NaN and a column whose remaining values are all
-    numbers is stored as numbers (CMap writes e.g. `pert_dose` and `pert_time` as numbers).
+  * In metadata "-666", "NA", "NaN", "" (and a few similar spellings) mean missing: they become
+    NaN, and a column whose remaining values are all numbers is stored as numbers (CMap writes
+    e.g. `pert_dose` and `pert_time` as numbers). In the expression matrix "NA", "NaN" and ""
+    become NaN but -666 is a value and stays one, as cmapPy reads it (-666 is CMap's metadata
+    placeholder, not a data marker).
   * Gene identifiers are Entrez ids kept as strings, so they join with graph node ids without
     int/str mismatches.
 """
@@ -32,6 +34,9 @@ from perturbjax.data.tables import (Table, check_field_counts, drop_bad_ids, fie
 MISSING_TOKENS = ("", "-666", "-666.0", "-666.00", "-666.000", "NA", "na", "NaN", "nan", "N/A",
                   "#N/A")
 """Spellings of a missing value in CMap files (CMap's own marker is -666)."""
+
+DATA_MISSING_TOKENS = tuple(t for t in MISSING_TOKENS if not t.startswith("-666"))
+"""Spellings of a missing value in an expression matrix."""
 
 CMAP_MISSING = -666.0
 MAD_SCALE = 1.4826
@@ -62,16 +67,14 @@ def _to_float(cells: np.ndarray, lineno: np.ndarray, col_labels: Sequence[str],
     """Parses a block of numeric strings -> (float32 array, number of missing values)."""
     shape = cells.shape
     s = pd.Series(cells.ravel(), dtype=object).str.strip()
-    missing = s.isin(MISSING_TOKENS).to_numpy()
+    missing = s.isin(DATA_MISSING_TOKENS).to_numpy()
     num = np.array(pd.to_numeric(s.mask(missing), errors="coerce"), dtype=np.float64)
     bad = np.flatnonzero(np.isnan(num) & ~missing)
     if bad.size:
         r, c = divmod(int(bad[0]), shape[1])
         raise ValueError(f"{name} line {lineno[r]}: expected a number in column "
                          f"{col_labels[c]!r}, got {s.iloc[bad[0]]!r}")
-    sentinel = num == CMAP_MISSING
-    num[sentinel] = np.nan
-    return num.reshape(shape).astype(np.float32), int(missing.sum() + sentinel.sum())
+    return num.reshape(shape).astype(np.float32), int(missing.sum())
 
 
 def _coerce_meta(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -233,6 +236,10 @@ def read_gct(path) -> tuple[GCT, LoadReport]:
                          f"got {len(header)}")
     header = [h.strip() for h in header]
     rmeta_names, cids = header[1:1 + n_rmeta], header[1 + n_rmeta:]
+    dup = _first_duplicate(pd.Series(rmeta_names, dtype=object))
+    if dup is not None:
+        raise ValueError(f"{name} line 3: row-metadata field names must be unique, "
+                         f"{rmeta_names[dup]!r} repeats")
     dup = _first_duplicate(pd.Series(cids))
     if dup is not None:
         raise ValueError(f"{name} line 3: column ids must be unique, {cids[dup]!r} repeats")
@@ -319,6 +326,15 @@ def _gctx_meta(group: h5py.Group, ids: np.ndarray, where: str, name: str,
     return pd.DataFrame(fields, index=pd.Index(ids, name=index_name))
 
 
+def _gctx_ids(ds, rec: str, name: str) -> np.ndarray:
+    """A GCTX id record as strings: `[n]`, or `[n, 1]` / `[1, n]` as some writers store it."""
+    shape = getattr(ds, "shape", None)
+    if shape is None or len(shape) > 2 or (len(shape) == 2 and 1 not in shape):
+        raise ValueError(f"{name}: record /{rec} has shape {shape or 'a group'}, expected "
+                         f"(n,) ids")
+    return _decode(np.asarray(ds[()]).ravel()).astype(str)
+
+
 def read_gctx(path) -> tuple[GCT, LoadReport]:
     """Reads a CMap GCTX (HDF5) file: `/0/DATA/0/matrix` [n_cols, n_rows] plus `/0/META`."""
     name = str(path)
@@ -332,9 +348,11 @@ def read_gctx(path) -> tuple[GCT, LoadReport]:
             if rec not in f:
                 raise ValueError(f"{name}: record /{rec} is missing; expected the GCTX layout "
                                  f"/0/DATA/0/matrix, /0/META/ROW/id, /0/META/COL/id")
-        rids = _decode(f["0/META/ROW/id"][()]).astype(str)
-        cids = _decode(f["0/META/COL/id"][()]).astype(str)
+        rids, cids = (_gctx_ids(f[rec], rec, name) for rec in ("0/META/ROW/id", "0/META/COL/id"))
         matrix = f["0/DATA/0/matrix"]
+        if matrix.dtype.kind not in "fiub":
+            raise ValueError(f"{name}: record /0/DATA/0/matrix holds {matrix.dtype} values, "
+                             f"expected numbers")
         if matrix.shape != (len(cids), len(rids)):
             raise ValueError(f"{name}: record /0/DATA/0/matrix has shape {matrix.shape}, "
                              f"expected (n_cols, n_rows) = ({len(cids)}, {len(rids)}) from "
@@ -347,9 +365,9 @@ def read_gctx(path) -> tuple[GCT, LoadReport]:
         row_meta = _gctx_meta(f["0/META/ROW"], rids, "/0/META/ROW", name, "rid")
         col_meta = _gctx_meta(f["0/META/COL"], cids, "/0/META/COL", name, "cid")
         version = f.attrs.get("version", b"GCTX1.0")
+        if isinstance(version, np.ndarray):  # some writers store ["GCTX1.0"]
+            version = version.ravel()[0] if version.size else b"GCTX1.0"
         version = version.decode() if isinstance(version, bytes) else str(version)
-    sentinel = data == CMAP_MISSING
-    data[sentinel] = np.nan
     row_meta, rm_missing = _coerce_meta(row_meta)
     col_meta, cm_missing = _coerce_meta(col_meta)
     report.kept["rows"], report.kept["cols"] = data.shape

@@ -236,8 +236,10 @@ class NeighbourSampler:
             pairs = np.unique(sub.edge_type.astype(np.int64) * self.num_nodes + sub.senders)
             seen_senders = np.maximum(seen_senders, np.bincount(pairs // self.num_nodes,
                                                                 minlength=len(edges)))
-        grow = lambda seen, bound: np.minimum(np.ceil(seen * 1.25).astype(np.int64) + 16,  # noqa: E731
-                                              bound)
+
+        def grow(seen: np.ndarray, bound: np.ndarray) -> np.ndarray:
+            return np.minimum(np.ceil(seen * 1.25).astype(np.int64) + 16, bound)
+
         return (np.maximum(grow(seen_nodes, nodes), self._seed_counts), grow(seen_edges, edges),
                 np.ceil(seen_senders * 1.25).astype(np.int64) + 16)
 
