@@ -93,6 +93,13 @@ def _train(args, rest) -> None:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
     except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
         raise SystemExit(f"perturbjax: error in --config: {e}")
+    if not args.show_config and not args.workdir:
+        raise SystemExit("perturbjax train: --workdir is required (or pass --show-config)")
+    if args.show_config:
+        from perturbjax.config import describe_experiment
+
+        print(describe_experiment(args.config, config))
+        return
     _join_processes(args)
     path, _, variant = args.config.partition(".py:")
     experiment = os.path.splitext(os.path.basename(path))[0]
@@ -255,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
                     "where JAX detects them (TPU VM pods); train.data_parallel must be on, the "
                     "workdir on a filesystem all processes see, and process 0 alone writes the run files.")
     train.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
-    train.add_argument("--workdir", required=True, help="run directory (created if missing)")
+    train.add_argument("--workdir", help="run directory (created if missing); required "
+                                         "unless --show-config")
+    train.add_argument("--show-config", action="store_true",
+                       help="print the experiment's variants and its resolved config (with the "
+                            "overrides), and exit without training")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--group", help="W&B group (default: the experiment file's name)")
     train.add_argument("--job-type", help="W&B job type (default: the variant)")

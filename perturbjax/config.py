@@ -159,6 +159,21 @@ def apply_overrides(
     return config
 
 
+def describe_experiment(spec: str, config: ml_collections.ConfigDict) -> str:
+    """What `perturbjax train --show-config` prints: the experiment file's docstring (its
+    variants), the number of runs its `get_sweep()` defines, and every key of the resolved
+    config with its value."""
+    path, _ = _split_spec(spec)
+    module = _import_file(path)
+    parts = [f"# {path}", (module.__doc__ or "(no docstring)").strip()]
+    if callable(getattr(module, "get_sweep", None)):
+        parts.append(f"get_sweep(): {len(load_sweep(path))} runs "
+                     f"(perturbjax launch --config {path} --sweep --dry-run lists them)")
+    parts.append(f"# resolved config of {spec} (override any key with --config.KEY=VALUE)")
+    parts.append(config_to_json(config))
+    return "\n\n".join(parts)
+
+
 def config_to_json(config: ml_collections.ConfigDict) -> str:
     """Serialises a config for a run directory: sorted keys, indent 2, tuples as lists."""
     return json.dumps(config.to_dict(), sort_keys=True, indent=2)

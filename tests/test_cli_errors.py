@@ -1,5 +1,6 @@
 """A user's mistake ends a command with one line naming what was wrong, and exit status 2."""
 
+import json
 import logging
 
 import pytest
@@ -82,3 +83,16 @@ def test_a_batch_larger_than_the_training_part_is_clamped_for_training_and_evalu
     batch, real = next(task.eval_batches("validation"))
     assert len(batch["drug"]) <= train and real <= train
 
+
+
+def test_show_config_prints_variants_and_the_resolved_config_without_training(tmp_path,
+                                                                              capsys):
+    main(["train", "--config", "experiments/hetionet_lincs_consensus.py:fold=2",
+          "--show-config", "--config.train.num_steps=7", "--workdir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "Variants" in out or "variant" in out  # the file's docstring
+    assert "get_sweep():" in out and "runs" in out
+    resolved = json.loads(out[out.index("\n{") + 1:])
+    assert resolved["train"]["num_steps"] == 7 and resolved["data"]["fold"] == 2
+    assert not (tmp_path / "run").exists()
+    assert "--workdir is required" in one_line_error(capsys, ["train", "--config", DEMO])
