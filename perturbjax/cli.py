@@ -92,7 +92,7 @@ def _train(args, rest) -> None:
     try:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
     except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
-        raise SystemExit(f"perturbjax: error in --config: {e}")
+        raise SystemExit(f"perturbjax: --config {args.config}: {e}")
     if not args.show_config and not args.workdir:
         raise SystemExit("perturbjax train: --workdir is required (or pass --show-config)")
     if args.show_config:
@@ -193,7 +193,10 @@ def _data(args, rest) -> None:
             print(f"{registry.status(name):>9}  {name:<38} {f.licence:<34} {f.description}")
         return
     if args.action == "verify":
-        states = {name: registry.status(name) for name in (args.names or registry.FILES)}
+        try:
+            states = {name: registry.status(name) for name in (args.names or registry.FILES)}
+        except KeyError as e:
+            raise SystemExit(f"perturbjax data verify: {e.args[0]}")
         for name, state in states.items():
             print(f"{state:>9}  {registry.data_dir() / name}")
         bad = [n for n, s in states.items() if s in ("corrupt", "missing")]
@@ -232,7 +235,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from perturbjax.train.checkpoint import WorkdirConflict
     from perturbjax.train.parallel import ProcessSetupError
 
-    return (ValueError, OSError, KeyError, WorkdirConflict, ProcessSetupError, launch.LaunchError)
+    return (ValueError, OSError, WorkdirConflict, ProcessSetupError, launch.LaunchError)
 
 
 def _fail(message: str) -> NoReturn:
@@ -353,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     except _user_errors() as e:
         if debug:
             raise
-        detail = e.args[0] if isinstance(e, KeyError) and e.args else e
-        _fail(f"{detail}" if str(detail) else type(e).__name__)
+        _fail(str(e) or type(e).__name__)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def one_line_error(capsys, argv) -> str:
     ("data.validation_fraction=1.5", "data.validation_fraction"),
     ("model.name=gatt", "model.name"),
     ("data.source=hetionet", "data.source"),
+    ("graph.sampling.budget=tight", "graph.sampling.budget"),  # ignored in full mode before
 ])
 def test_bad_config_values_are_one_line_before_anything_is_written(tmp_path, capsys, override,
                                                                    key):

@@ -21,7 +21,7 @@ from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import signature_metrics
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes
-from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
+from perturbjax.graph.sampling import BUDGETS, NeighbourSampler, parse_fanouts
 from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
@@ -172,6 +172,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("baselines", lambda v: set(v) <= set(BASELINES), f"names from {tuple(sorted(BASELINES))}")
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
+    need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
     need("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}")
 
 
