@@ -12,7 +12,7 @@
         (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
         from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
     perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
-    perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --source S --path P
+    perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
@@ -26,7 +26,9 @@ their traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -213,18 +215,14 @@ def _data(args, rest) -> None:
                 raise SystemExit(f"perturbjax data fetch: {e}")
         return
     # summary
-    if not (args.source and args.path):
-        raise SystemExit("perturbjax data summary: --source and --path are required")
-    if args.source == "primekg":
-        from perturbjax.data.primekg import load_primekg
+    from perturbjax.data.formats import summarise
 
-        graph, _, report = load_primekg(args.path)
-    else:
-        from perturbjax.data.hetionet import load_hetionet_folder
-
-        graph, report = load_hetionet_folder(args.path)
+    if not (args.format and args.path):
+        raise SystemExit("perturbjax data summary: --format and --path are required "
+                         "(formats: `perturbjax data --help`)")
+    summary, report = summarise(args.format, args.path)
     print(report, file=sys.stderr)
-    print(json.dumps(graph.summary(), indent=2))
+    print(json.dumps(summary, indent=2))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -245,6 +243,25 @@ def _fail(message: str) -> NoReturn:
     error = SystemExit(message)
     error.code = 2
     raise error
+
+
+@contextlib.contextmanager
+def _messages():
+    """For the command's duration, the project's log messages (loading stages, warnings) go to
+    stderr as `perturbjax: ...` lines, instead of through whatever the root logger does."""
+    logger = logging.getLogger("perturbjax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("perturbjax: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -328,26 +345,31 @@ def main(argv: list[str] | None = None) -> None:
                          help="write the table, with the runs' hardware, wall time and this "
                               "command, between <!-- results:SECTION --> and "
                               "<!-- /results:SECTION --> in FILE (e.g. README.md:consensus)")
+    from perturbjax.data.formats import FORMATS
+
     data = commands.add_parser(
-        "data", help="list, verify and fetch the registered data files; summarise a KG",
+        "data", help="list, verify and fetch the registered data files; inspect any data file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="list: every registered file with its status (ok, missing, corrupt, "
-                    "unpinned), licence and content. verify [NAME ...]: checksums; fails on a "
-                    "corrupt file or a named missing one. fetch NAME ...: download into the data "
-                    "directory and verify. summary --source primekg|hetionet --path P: load a KG "
-                    "(PrimeKG kg.csv, or a Hetionet SIF file with nodes.tsv and metaedges.tsv "
-                    "beside it) and print node counts per type and edge counts per edge type as "
-                    "JSON (the load report goes to stderr).")
+                    "unpinned), licence and content.\nverify [NAME ...]: checksums; fails on any "
+                    "missing or corrupt file.\nfetch NAME ...: download into the data directory "
+                    "and verify.\nsummary --format F --path P: read a file of your own with the "
+                    "reader the runs use; prints its load report (what was kept, dropped and "
+                    "why) to stderr and counts as JSON to stdout. Formats:\n"
+                    + "\n".join(f"  {f.name:<19} {f.description}" for f in FORMATS.values()))
     data.add_argument("action", choices=("list", "verify", "fetch", "summary"))
     data.add_argument("names", nargs="*", help="registered file names, e.g. hetionet/nodes.tsv")
     data.add_argument("--force", action="store_true", help="fetch: download even if present")
-    data.add_argument("--source", choices=("primekg", "hetionet"), help="summary: the KG format")
-    data.add_argument("--path", help="summary: kg.csv (PrimeKG) or a .sif/.sif.gz (Hetionet)")
+    data.add_argument("--format", "--source", dest="format", choices=sorted(FORMATS),
+                      metavar="FORMAT", help="summary: the file's format (listed above)")
+    data.add_argument("--path", help="summary: the file")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data}
     try:
-        command[args.command](args, rest)
+        with _messages():
+            command[args.command](args, rest)
     except SystemExit as e:
         if isinstance(e.code, str):  # the commands' own "perturbjax [command]: ..." messages
             _fail(re.sub(r"^perturbjax(?: ([a-z ]+))?: ",

@@ -1,18 +1,15 @@
 """Shared fixtures: small generated graphs, demo data, and the real data directory.
 
-Tests of real files read them through `perturbjax.data.registry`; when `$PERTURBJAX_DATA_DIR` is
-unset it points at `../shared/data` beside the repository. A missing or corrupt file makes those
-tests fail (never skip), with the registry's message naming the file and its address.
+Tests of real files read them through `perturbjax.data.registry`, from the data directory the
+commands use (`$PERTURBJAX_DATA_DIR`, default `~/.cache/perturbjax/data`). A missing or corrupt
+file makes those tests fail (never skip), with the registry's message naming the file and its
+address.
 """
 
-import os
-from pathlib import Path
+import hashlib
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("PERTURBJAX_DATA_DIR",
-                      str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 from perturbjax.data import registry
 from perturbjax.data.demo import DemoConfig, make_demo
@@ -55,3 +52,19 @@ def tiny_demo():
 def real_file():
     """`real_file("hetionet/nodes.tsv")` -> checked local path; raises if missing or corrupt."""
     return registry.path
+
+
+def _tree_digest(root) -> dict[str, str]:
+    """sha256 of every file under `root` (29 MB here: a fraction of a second)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def data_dir_unchanged():
+    """Asserts that the test wrote nothing into the data directory: only `data fetch` may."""
+    root = registry.data_dir()
+    before = _tree_digest(root)
+    assert before, f"the data directory {root} is empty"
+    yield root
+    assert _tree_digest(root) == before, f"{root} was written to"

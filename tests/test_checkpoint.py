@@ -194,6 +194,34 @@ def test_a_changed_config_is_refused(reference):
     assert before == {name: (workdir / name).read_text() for name in before}
 
 
+@pytest.mark.parametrize("damage", ["config_garbage", "config_not_an_object", "checkpoint"])
+def test_a_damaged_workdir_is_one_line_naming_the_file(tmp_path, capsys, killed_and_resumed,
+                                                       damage):
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], workdir)
+    (workdir / "summary.json").unlink()
+    latest = workdir / "checkpoints" / str(_checkpoint_steps(workdir)[-1])
+    if damage == "config_garbage":
+        named = workdir / "config.json"
+        named.write_bytes(bytes(range(128, 256)))
+    elif damage == "config_not_an_object":
+        named = workdir / "config.json"
+        named.write_text("[1, 2]")
+    else:
+        named = latest
+        for f in latest.rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"\x00\xff garbage")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(workdir), "--no-progress",
+                  *EVERY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("perturbjax: error: ") and str(named) in err[0], err
+
+
 def test_config_json_without_newer_keys_at_their_defaults_is_accepted(tmp_path):
     """A workdir from before keys were added: accepted while they keep their defaults."""
     def old_config(*drop):

@@ -64,10 +64,10 @@ def test_compare_without_runs_is_one_line(tmp_path, capsys):
 def test_malformed_kg_csv_in_data_summary_names_the_file(tmp_path, capsys):
     kg = tmp_path / "kg.csv"
     kg.write_text("this,is,not\na,primekg,file\n")
-    assert str(kg) in one_line_error(capsys, ["data", "summary", "--source", "primekg",
+    assert str(kg) in one_line_error(capsys, ["data", "summary", "--format", "primekg",
                                               "--path", str(kg)])
     missing = tmp_path / "missing.csv"
-    assert str(missing) in one_line_error(capsys, ["data", "summary", "--source", "primekg",
+    assert str(missing) in one_line_error(capsys, ["data", "summary", "--format", "primekg",
                                                    "--path", str(missing)])
 
 
@@ -97,3 +97,21 @@ def test_show_config_prints_variants_and_the_resolved_config_without_training(tm
     assert resolved["train"]["num_steps"] == 7 and resolved["data"]["fold"] == 2
     assert not (tmp_path / "run").exists()
     assert "--workdir is required" in one_line_error(capsys, ["train", "--config", DEMO])
+
+
+@pytest.mark.parametrize("state", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_registered_file_stops_train_in_one_line(tmp_path, capsys,
+                                                                      monkeypatch, state):
+    data_dir = tmp_path / "data"
+    (data_dir / "hetionet").mkdir(parents=True)
+    if state == "corrupt":
+        (data_dir / "l1000").mkdir()
+        (data_dir / "l1000" / "modzs_n272x978.gct").write_text("#1.3\nnot the real file\n")
+    monkeypatch.setenv("PERTURBJAX_DATA_DIR", str(data_dir))
+    workdir = tmp_path / "run"
+    line = one_line_error(capsys, ["train", "--config", "experiments/l1000_cell_lines.py:test",
+                                   "--workdir", str(workdir), "--no-progress"])
+    named = data_dir / "l1000" / "modzs_n272x978.gct"
+    assert str(named) in line and ("is missing" if state == "missing" else "sha256") in line
+    assert "perturbjax data fetch l1000/modzs_n272x978.gct" in line
+    assert not (workdir / "summary.json").exists()

@@ -81,7 +81,7 @@ def test_kg_ridge_runs_without_anything_but_targets(tmp_path):
 
 
 @pytest.mark.parametrize("leaky", [False, True])
-def test_experiment_runs_end_to_end(tmp_path, leaky):
+def test_experiment_runs_end_to_end(tmp_path, leaky, data_dir_unchanged):
     config = load_config(f"{EXPERIMENT}:test,fold=2" + (",leaky" if leaky else ""))
     summary = train_and_evaluate(config, str(tmp_path), experiment="consensus", progress=False)
     assert summary["split"]["kind"] == "cold_drug" and summary["split"]["fold"] == 2
@@ -113,7 +113,7 @@ def test_cell_line_dataset_matches_lincs_drugs_by_inchikey_and_name():
     assert basal.shape == (65, 979) and basal[:, -1].sum() == 32  # flag: basal known for 32
 
 
-def test_cell_line_experiment_runs(tmp_path):
+def test_cell_line_experiment_runs(tmp_path, data_dir_unchanged):
     config = load_config("experiments/l1000_cell_lines.py:test,fold=1")
     summary = train_and_evaluate(config, str(tmp_path), experiment="cell_lines", progress=False)
     assert summary["split"]["kind"] == "cold_cell" and summary["split"]["fold"] == 1

@@ -49,7 +49,7 @@ def test_missing_graph_is_a_clear_error(tmp_path):
         make_planted(config)
 
 
-def test_scale_experiment_test_variant_trains_on_sampled_subgraphs(tmp_path):
+def test_scale_experiment_test_variant_trains_on_sampled_subgraphs(tmp_path, data_dir_unchanged):
     config = apply_overrides(load_config("experiments/primekg_scale.py:test"),
                              [f"data.planted.path={tmp_path / 'kg.csv'}"])
     assert config.graph.mode == "sampled"

@@ -48,7 +48,7 @@ def test_present_file_is_used_offline(tmp_path, monkeypatch, real_file):
 def test_data_command(capsys, real_file, tmp_path, monkeypatch):
     cli.main(["data", "verify", "hetionet/edges-10.sif"])
     assert "ok" in capsys.readouterr().out
-    cli.main(["data", "summary", "--source", "hetionet", "--path", str(real_file("hetionet/edges-10.sif"))])
+    cli.main(["data", "summary", "--format", "hetionet", "--path", str(real_file("hetionet/edges-10.sif"))])
     summary = json.loads(capsys.readouterr().out)
     assert summary["nodes"]["gene"] == 20945 and summary["edges"]["compound--binds-->gene"] == 10
     monkeypatch.setenv(registry.DATA_DIR_ENV, str(tmp_path))
@@ -66,7 +66,7 @@ def test_data_summary_of_a_primekg_file(tmp_path, capsys):
     from perturbjax.data.primekg import synthetic_primekg
 
     written = synthetic_primekg(tmp_path / "kg.csv", n_nodes=2000, n_edges=20000, seed=1)
-    cli.main(["data", "summary", "--source", "primekg", "--path", str(tmp_path / "kg.csv")])
+    cli.main(["data", "summary", "--format", "primekg", "--path", str(tmp_path / "kg.csv")])
     summary = json.loads(capsys.readouterr().out)
     assert sum(summary["nodes"].values()) == 2000
     assert sum(summary["edges"].values()) == written.num_rows == 20000

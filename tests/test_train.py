@@ -99,7 +99,7 @@ def test_a_baseline_can_be_the_run_model(tmp_path):
     assert np.isfinite(summary["test"]["pearson_centered"])
 
 
-def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys):
+def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys, data_dir_unchanged):
     workdir = tmp_path / "run"
     cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(workdir), "--no-progress",
               "--config.train.num_steps=12", "--config.baselines", "mean"])

@@ -223,8 +223,12 @@ _NUMBER = re.compile(r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|inf|infini
 def _read_text(path: str, delimiter: str):
     """CSV/TSV via pyarrow (threaded); on a parse error, re-read serially to learn the line."""
     opener = gzip.open if path.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
-        first = f.readline().rstrip("\r\n")
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            first = f.readline().rstrip("\r\n")
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: line 1: not readable as UTF-8 text ({e}); expected an id "
+                         f"and numbers") from e
     if not first:
         raise ValueError(f"{path}: line 1: empty; expected an id and numbers")
     fields = first.split(delimiter)

@@ -56,9 +56,13 @@ class Metaedge:
 def read_metaedges(path: str | PathLike) -> dict[str, Metaedge]:
     """`metaedges.tsv` -> {abbreviation: Metaedge}."""
     table = read_table(path, ("metaedge", "abbreviation"))
-    out = {}
+    out, first_row = {}, {}
     for row, (name, abbrev) in enumerate(zip(table.frame["metaedge"],
                                              table.frame["abbreviation"])):
+        if abbrev in first_row:
+            raise ValueError(f"{table.line(row)}: abbreviation {abbrev!r} repeats (first at "
+                             f"{table.line(first_row[abbrev])}); expected one row per metaedge")
+        first_row[abbrev] = row
         directed = " > " in name
         parts = name.split(" > " if directed else " - ")
         if len(parts) != 3 or not abbrev:
@@ -119,18 +123,29 @@ def read_sif(path: str | PathLike, metaedges: dict[str, Metaedge]) -> pd.DataFra
     return pd.DataFrame(out)
 
 
+def _gene_edge_table(path, source_col: str, metaedge: str) -> pd.DataFrame:
+    """A table of `source_col` -> `entrez_gene_id` edges; a blank source or a gene id that is
+    not an Entrez id (digits) raises naming the line."""
+    table = read_table(path, (source_col, "entrez_gene_id"), strip=True)
+    frame = table.frame
+    bad = (frame[source_col] == "") | ~frame["entrez_gene_id"].str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{table.line(i)}: expected a {source_col} and an Entrez gene id "
+                         f"(digits), got {frame[source_col].iloc[i]!r} and "
+                         f"{frame['entrez_gene_id'].iloc[i]!r}")
+    return pd.DataFrame({"metaedge": metaedge, "source_id": frame[source_col],
+                         "target_id": frame["entrez_gene_id"]})
+
+
 def read_compound_gene_binding(path: str | PathLike) -> pd.DataFrame:
     """`CbG-binding.tsv` -> columns metaedge ('CbG'), source_id (DrugBank), target_id (Entrez)."""
-    frame = read_table(path, ("drugbank_id", "entrez_gene_id")).frame
-    return pd.DataFrame({"metaedge": "CbG", "source_id": frame["drugbank_id"],
-                         "target_id": frame["entrez_gene_id"]})
+    return _gene_edge_table(path, "drugbank_id", "CbG")
 
 
 def read_disease_gene_association(path: str | PathLike) -> pd.DataFrame:
     """`DaG-association.tsv` -> columns metaedge ('DaG'), source_id (DOID), target_id (Entrez)."""
-    frame = read_table(path, ("doid_id", "entrez_gene_id")).frame
-    return pd.DataFrame({"metaedge": "DaG", "source_id": frame["doid_id"],
-                         "target_id": frame["entrez_gene_id"]})
+    return _gene_edge_table(path, "doid_id", "DaG")
 
 
 def build_graph(nodes: pd.DataFrame, edges: pd.DataFrame, metaedges: dict[str, Metaedge], *,
@@ -206,7 +221,7 @@ def load_hetionet(nodes_path: str | PathLike, sif_paths, metaedges_path: str | P
     metaedges = read_metaedges(metaedges_path)
     unknown = set(exclude_metaedges) - set(metaedges)
     if unknown:
-        raise KeyError(f"unknown metaedges {sorted(unknown)}; known: {sorted(metaedges)}")
+        raise ValueError(f"unknown metaedges {sorted(unknown)}; known: {sorted(metaedges)}")
     nodes = read_nodes(nodes_path)
     sif_paths = [sif_paths] if isinstance(sif_paths, (str, PathLike)) else list(sif_paths)
     edges = pd.concat([read_sif(p, metaedges) for p in sif_paths], ignore_index=True)

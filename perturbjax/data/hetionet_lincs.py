@@ -16,6 +16,7 @@ All files come through `perturbjax.data.registry`, so the dataset builds offline
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,10 @@ from perturbjax.data.lincs import read_basal_expression, read_consensus, read_ma
 from perturbjax.data.merge import add_cell_lines, match_drugs, merge_drugs, readout_positions
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.report import LoadReport
-from perturbjax.data.tables import read_table
+from perturbjax.data.tables import drop_bad_ids, read_table
 from perturbjax.graph.hetero import HeteroGraph
+
+log = logging.getLogger(__name__)
 
 DRUG_TYPE, GENE_TYPE, CELL_TYPE = "compound", "gene", "cell_line"
 TARGET_RELATION = "binds"
@@ -62,10 +65,18 @@ class ConsensusConfig:
     node_embeddings: tuple[str, ...] = ()
 
 
-def read_drugbank_smiles(path) -> pd.Series:
-    """`drugbank_smiles.txt` (DrugBank id <tab> SMILES, no header) -> Series id -> SMILES."""
-    table = read_table(path, header=False, names=("drug_id", "smiles")).frame
-    return table.drop_duplicates("drug_id").set_index("drug_id")["smiles"]
+def read_drugbank_smiles(path, report: LoadReport | None = None) -> pd.Series:
+    """`drugbank_smiles.txt` (DrugBank id <tab> SMILES, no header) -> Series id -> SMILES.
+
+    A blank id, or a repeated one (the first is kept), is dropped and counted in `report`.
+    """
+    report = LoadReport(str(path)) if report is None else report
+    table = read_table(path, header=False, names=("drug_id", "smiles"), strip=True, report=report)
+    if not len(table):
+        raise ValueError(f"{path}: no records; expected lines of a drug id, a tab and a SMILES")
+    table = drop_bad_ids(table, "drug_id", report)
+    report.kept["drugs"] = len(table)
+    return table.frame.set_index("drug_id")["smiles"]
 
 
 def drug_feature_arrays(smiles, kinds, morgan_bits: int) -> tuple[dict[str, np.ndarray], LoadReport]:
@@ -92,6 +103,8 @@ def drug_feature_arrays(smiles, kinds, morgan_bits: int) -> tuple[dict[str, np.n
 def hetionet_graph(edges: str, full_tables: bool) -> tuple[HeteroGraph, LoadReport]:
     """Hetionet from the registry's files: a SIF sample, optionally with the full tables."""
     path = registry.path
+    log.info("loading Hetionet: nodes.tsv, %s%s", edges,
+             ", the full compound-gene, disease-gene, PPI and pathway tables" if full_tables else "")
     tables = {}
     if full_tables:
         tables = dict(compound_gene_binding=path("hetionet/CbG-binding.tsv"),
@@ -115,6 +128,8 @@ def place_drugs(graph: HeteroGraph, query: pd.DataFrame) -> tuple[HeteroGraph, n
     compounds = pd.Series(graph.nodes[DRUG_TYPE].names, dtype=str)
     kg = pd.DataFrame({"node_id": compounds, "inchikey": compounds.map(slim["inchikey"]).fillna(""),
                        "name": compounds.map(slim["name"]).fillna("")})
+    log.info("placing %d drugs in the graph (by DrugBank id, InChIKey and name; the rest join "
+             "through their CbG targets)", len(query))
     matched, match_report = match_drugs(query, kg)
     cbg = read_compound_gene_binding(path("hetionet/CbG-binding.tsv"))
     targets = pd.DataFrame({"drug_id": cbg["source_id"], "gene_id": cbg["target_id"]})
@@ -141,6 +156,7 @@ def with_drug_features(graph: HeteroGraph, smiles: np.ndarray, kinds, morgan_bit
     """Compound node features from SMILES (aligned with the compound nodes)."""
     if not kinds:
         return graph, LoadReport("drug features")
+    log.info("drug features from SMILES (RDKit: %s) for %d compounds", ", ".join(kinds), len(smiles))
     features, report = drug_feature_arrays(smiles, kinds, morgan_bits)
     return graph.with_features(DRUG_TYPE, features), report
 
@@ -149,6 +165,7 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
     """Builds the consensus dataset; returns it and the load reports (JSON-ready) of every step."""
     path = registry.path
     graph, graph_report = hetionet_graph(config.edges, config.full_tables)
+    log.info("reading consensus signatures: lincs/consensi-drugbank.tsv.gz")
     consensus, consensus_report = read_consensus(path("lincs/consensi-drugbank.tsv.gz"))
     keep = slice(None) if not config.max_drugs else slice(config.max_drugs)
     drug_ids = pd.Series(consensus.perturbagens[keep], dtype=str)
@@ -160,7 +177,8 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
                           "name": drug_ids.map(slim["name"]).fillna("")})
     graph, drug_pos, place_reports = place_drugs(graph, query)
 
-    smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"))
+    smiles_report = LoadReport(str(path("drugbank/drugbank_smiles.txt")))
+    smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"), smiles_report)
     drug_smiles = pd.Series(graph.nodes[DRUG_TYPE].names).map(smiles).fillna("").to_numpy(dtype=object)
     graph, feature_report = with_drug_features(graph, drug_smiles, config.drug_features,
                                                config.morgan_bits)
@@ -173,7 +191,8 @@ def make_consensus(config: ConsensusConfig = ConsensusConfig()) -> tuple[Perturb
         time=np.full(n, 24.0, np.float32), signatures=signatures.astype(np.float32),
         readout=readout, drug_smiles=drug_smiles, target_relations=(TARGET_RELATION,),
         drug_type=DRUG_TYPE, cell_type=CELL_TYPE, gene_type=GENE_TYPE)
-    reports = [graph_report, consensus_report, *place_reports, feature_report, *embedding_reports]
+    reports = [graph_report, consensus_report, *place_reports, smiles_report, feature_report,
+               *embedding_reports]
     return data, {r.source: r.to_json() for r in reports}
 
 
@@ -217,6 +236,7 @@ def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[Perturba
     """
     path = registry.path
     source = str(path(config.signatures))
+    log.info("reading signatures: %s", config.signatures)
     gct, gct_report = read_matrix(path(config.signatures))
     meta = gct.col_meta
     missing = [c for c in ("pert_id", "cell_id", "pert_idose", "pert_itime") if c not in meta]
@@ -236,7 +256,8 @@ def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[Perturba
                           "name": info["pert_iname"].fillna("").to_numpy()})
     graph, drug_pos, place_reports = place_drugs(graph, query)
     # SMILES: DrugBank's for Hetionet compounds, LINCS's for the drugs that joined as new nodes.
-    smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"))
+    smiles_report = LoadReport(str(path("drugbank/drugbank_smiles.txt")))
+    smiles = read_drugbank_smiles(path("drugbank/drugbank_smiles.txt"), smiles_report)
     names = pd.Series(graph.nodes[DRUG_TYPE].names)
     lincs_smiles = pd.Series(info["canonical_smiles"].fillna("").to_numpy(), index=drugs.to_numpy())
     drug_smiles = names.map(smiles).fillna(names.map(lincs_smiles)).fillna("").to_numpy(dtype=object)
@@ -267,6 +288,6 @@ def make_cell_lines(config: CellLineConfig = CellLineConfig()) -> tuple[Perturba
         signatures=gct.data.T.astype(np.float32), readout=readout, drug_smiles=drug_smiles,
         target_relations=(TARGET_RELATION,), drug_type=DRUG_TYPE, cell_type=CELL_TYPE,
         gene_type=GENE_TYPE)
-    reports = [graph_report, gct_report, *place_reports, feature_report, *embedding_reports,
-               basal_report]
+    reports = [graph_report, gct_report, *place_reports, smiles_report, feature_report,
+               *embedding_reports, basal_report]
     return data, {r.source: r.to_json() for r in reports}

@@ -807,6 +807,9 @@ def read_transigen_pairs(path, genes: Sequence[str] | None = None) -> tuple[Prof
         if x1.ndim != 2 or x1.shape != x2.shape:
             raise ValueError(f"{name}: records x1 {x1.shape} and x2 {x2.shape} must be 2-D "
                              f"[signatures, genes] of the same shape")
+        for rec, values in (("x1", x1), ("x2", x2)):
+            if not np.issubdtype(values.dtype, np.number):
+                raise ValueError(f"{name}: record {rec} holds {values.dtype}, expected numbers")
         fields = {}
         for rec, col in (("sig", "sig"), ("cid", "cell_id"), ("canonical_smiles",
                                                               "canonical_smiles")):

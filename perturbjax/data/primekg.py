@@ -208,8 +208,12 @@ def load_primekg(path: str | os.PathLike, *, relations: Iterable[str] | None = N
 
 def _check_header(path: str) -> None:
     """Raises unless the first line is exactly PrimeKG's header (the columns are read by name)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: line 1 is not UTF-8 text ({e.reason} at byte {e.start}); "
+                         f"expected PrimeKG's CSV header") from e
     header = next(csv.reader([first]), [])
     if tuple(header) == COLUMNS:
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from perturbjax.data import registry
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.primekg import load_primekg, synthetic_primekg
 from perturbjax.graph.hetero import EdgeType
+
+log = logging.getLogger(__name__)
 
 DRUG, GENE, CELL = "drug", "gene/protein", "cell_line"
 TARGETS = EdgeType(DRUG, "drug_protein", GENE)
@@ -87,12 +90,15 @@ def make_planted(config: PlantedConfig) -> tuple[PerturbationData, dict]:
                              f"synthetic data")
         os.makedirs(os.path.dirname(os.path.abspath(c.path)), exist_ok=True)
         partial = c.path + ".partial"  # renamed when complete: an interrupted write is not reused
+        log.info("writing synthetic PrimeKG-size data (%d nodes, %d rows) to %s", c.synthetic_nodes,
+                 c.synthetic_rows, c.path)
         synthetic_primekg(partial, n_nodes=c.synthetic_nodes, n_edges=c.synthetic_rows,
                           seed=c.synthetic_seed)
         with open(marker, "w") as f:
             json.dump({"synthetic": True, "nodes": c.synthetic_nodes, "rows": c.synthetic_rows,
                        "seed": c.synthetic_seed}, f)
         os.replace(partial, c.path)
+    log.info("loading %s", c.path)
     graph, _, report = load_primekg(c.path)
     # The run's summary (its load reports) says whether the graph was synthetic.
     report.notes["synthetic"] = os.path.exists(marker)

@@ -22,12 +22,45 @@ def load_summaries(directory: str) -> list[dict]:
         raise FileNotFoundError(f"no summary.json under {directory}")
     summaries = []
     for path in paths:
-        with open(path) as f:
-            try:
-                summaries.append(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            summary = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a run summary: not valid JSON ({e})") from e
+        _check_summary(path, summary)
+        summaries.append(summary)
     return summaries
+
+
+def _check_summary(path: str, summary) -> None:
+    """Raises naming the file unless it holds what `perturbjax train` writes: the model's name,
+    and metric dicts of numbers for the model and each baseline (per part scored)."""
+    def metrics(where: str, value) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: not a run summary: {where} is {type(value).__name__}, "
+                             f"expected an object of metric values")
+        bad = [k for k, v in value.items() if not (v is None or isinstance(v, (int, float)))]
+        if bad:
+            raise ValueError(f"{path}: not a run summary: {where}.{bad[0]} is "
+                             f"{value[bad[0]]!r}, expected a number")
+
+    if not isinstance(summary, dict) or not isinstance(summary.get("model"), str):
+        raise ValueError(f"{path}: not a run summary: expected an object with 'model', 'test' "
+                         f"and 'baselines' (as perturbjax train writes)")
+    parts = [p for p in ("test", "validation") if p in summary]
+    if "test" not in parts:
+        raise ValueError(f"{path}: not a run summary: no 'test' metrics")
+    for part in parts:
+        metrics(part, summary[part])
+    baselines = summary.get("baselines", {})
+    if not isinstance(baselines, dict):
+        raise ValueError(f"{path}: not a run summary: 'baselines' is not an object")
+    for name, b in baselines.items():
+        if not isinstance(b, dict):
+            raise ValueError(f"{path}: not a run summary: baselines.{name} is not an object")
+        for part in [p for p in parts if p in b]:
+            metrics(f"baselines.{name}.{part}", b[part])
 
 
 def _rows(label: str, summaries: list[dict], part: str) -> dict[str, list[dict]]:

@@ -24,7 +24,9 @@ all of them when they disagree (before they could wait for each other forever).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -66,8 +68,16 @@ def check_workdir_config(workdir: str, config_json: str, defaults_json: str = "{
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = _flatten(json.load(f))
+    try:
+        with open(path, "rb") as f:
+            old = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WorkdirConflict(f"{path} is not a readable run config ({e}); the workdir is damaged: "
+                              f"pass another --workdir (or delete this one)") from e
+    if not isinstance(old, dict):
+        raise WorkdirConflict(f"{path} is not a run config (a JSON object); pass another "
+                              f"--workdir (or delete this one)")
+    old = _flatten(old)
     new = _flatten(json.loads(config_json))
     defaults = _flatten(json.loads(defaults_json))
     missing = object()
@@ -90,6 +100,19 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[prefix + k] = v
     return out
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+    """Orbax logs unreadable checkpoint files through absl before raising; the raise is ours to
+    report, in one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class Checkpoints:
@@ -125,7 +148,8 @@ class Checkpoints:
         exists = os.path.isdir(self.directory)
         same_on_every_process(int(exists), f"whether {self.directory} exists (1) or not (0)",
                               shared)
-        step = self.manager.latest_step() if exists else None
+        with _orbax_quiet():  # a damaged checkpoint's metadata: reported when it is restored
+            step = self.manager.latest_step() if exists else None
         same_on_every_process(-1 if step is None else step,
                               f"the latest checkpoint in {self.directory} (-1: none)", shared)
         return step
@@ -151,16 +175,31 @@ class Checkpoints:
         committed to a device, and the predict step would then compile once more).
         """
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
+        with self._unreadable(step):
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore()))
         return out.state, out.loop
+
+    @contextlib.contextmanager
+    def _unreadable(self, step: int):
+        """A checkpoint that cannot be read (damaged files, a disk that filled up) is a
+        WorkdirConflict naming it, with Orbax's own log lines about it silenced."""
+        try:
+            with _orbax_quiet():
+                yield
+        except Exception as e:  # Orbax raises many types (ValueError, OSError, KeyError, ...)
+            raise WorkdirConflict(
+                f"checkpoint {self.directory}/{step} cannot be read ({type(e).__name__}: {e}); "
+                f"delete that folder to resume from the one before, or pass another --workdir"
+            ) from e
 
     def read_json(self, step: int | None = None) -> dict:
         """The JSON items (loop, config, description) of checkpoint `step` (default: latest)."""
         step = self.latest_step() if step is None else step
         items = ("loop", "config", "description")
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            **{name: ocp.args.JsonRestore() for name in items}))
+        with self._unreadable(step):
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                **{name: ocp.args.JsonRestore() for name in items}))
         return {name: out[name] for name in items}
 
     def wait(self) -> None:
