@@ -141,6 +141,7 @@ def killed_and_resumed(tmp_path_factory, env):
 def test_resume_after_sigkill_is_exact(reference, killed_and_resumed):
     (reference_dir, expected), (workdir, killed_at, summary) = reference, killed_and_resumed
     assert summary["resumed_from_step"] == killed_at
+    assert f"perturbjax: resuming from step {killed_at} " in _log(workdir)  # the rerun's output
     _assert_same_results(summary, expected)
     _assert_same_records(workdir, reference_dir)
     assert _checkpoint_steps(workdir) == [28, 30]  # the last `keep` = 2

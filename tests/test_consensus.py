@@ -1,6 +1,7 @@
 """The Hetionet + LINCS consensus dataset and experiment, on the real files."""
 
 import json
+import logging
 import runpy
 
 import numpy as np
@@ -113,9 +114,15 @@ def test_cell_line_dataset_matches_lincs_drugs_by_inchikey_and_name():
     assert basal.shape == (65, 979) and basal[:, -1].sum() == 32  # flag: basal known for 32
 
 
-def test_cell_line_experiment_runs(tmp_path, data_dir_unchanged):
+def test_cell_line_experiment_runs(tmp_path, data_dir_unchanged, caplog):
     config = load_config("experiments/l1000_cell_lines.py:test,fold=1")
-    summary = train_and_evaluate(config, str(tmp_path), experiment="cell_lines", progress=False)
+    with caplog.at_level(logging.INFO, logger="perturbjax"):
+        summary = train_and_evaluate(config, str(tmp_path), experiment="cell_lines",
+                                     progress=False)
+    # A real-data run says what it is loading, stage by stage, and what came of it.
+    stages = [m for m in caplog.messages if m.startswith(("reading", "loading", "placing",
+                                                          "drug features", "data ready"))]
+    assert [s.split()[0] for s in stages] == ["reading", "loading", "placing", "drug", "data"]
     assert summary["split"]["kind"] == "cold_cell" and summary["split"]["fold"] == 1
     assert np.isfinite(summary["test"]["pearson_centered"])
 

@@ -105,7 +105,9 @@ def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys, data_dir_unc
               "--config.train.num_steps=12", "--config.baselines", "mean"])
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["step"] == 12 and list(summary["baselines"]) == ["mean"]
-    assert "test metrics" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test metrics" in out and "of a cold_drug split; model selected on validation" in out
+    assert "  rmse: root mean squared error" in out and "(lower is better)" in out  # legend
     with pytest.raises(SystemExit, match="train.num_stepz"):
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "x"),
                   "--config.train.num_stepz=3"])
