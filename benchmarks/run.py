@@ -473,15 +473,15 @@ class JaxRunner:
         self.graph_arrays = None
         self._layout_holder = []  # filled by _sample_batches (the sampler's layout)
 
-        def to_topo(gt):
-            return Topology.from_graphs_tuple(gt, self._layout_holder[0])
-
-        return to_topo, ("Topology.from_graphs_tuple(sampler.padded(sub), sampler.layout) "
-                         "inside the step")
+        self._layout_holder = []  # filled by _sample_batches (the sampler's layout)
+        return (lambda t: t), ("Topology.from_graphs_tuple(sampler.padded(sub), sampler.layout, "
+                               "sparse=True) on the host per batch (as the task builds it), a "
+                               "step argument")
 
     def _sample_batches(self, graph, spec: dict) -> None:
         from perturbjax.graph.padding import GraphSchema
         from perturbjax.graph.sampling import NeighbourSampler
+        from perturbjax.graph.topology import Topology
 
         s = spec["sampled"]
         relations = sorted({k.relation for k in graph.edges})
@@ -500,7 +500,7 @@ class JaxRunner:
             sub = sampler.sample(seeds, rng)
             sample_s.append(time.perf_counter() - start)
             start = time.perf_counter()
-            sampler.padded(sub)
+            Topology.from_graphs_tuple(sampler.padded(sub), sampler.layout, sparse=True)
             pad_s.append(time.perf_counter() - start)
             nodes.append(int((sub.nodes >= 0).sum()))  # the layout's padding slots hold -1
             edges.append(len(sub.senders))
@@ -518,8 +518,9 @@ class JaxRunner:
             "pad_s_median": float(np.median(pad_s))}
 
     def _batch_args(self, b: int):
-        """Device arrays of batch b: (x, target, seed weight, padded graph); seed rows, ids."""
+        """Device arrays of batch b: (x, target, seed weight, topology); seed rows, ids."""
         from perturbjax.graph.sampling import Subgraph
+        from perturbjax.graph.topology import Topology
 
         z = _load_batch(self.batch_files[b])
         sub = Subgraph(z["nodes"], z["seeds"], z["senders"], z["receivers"], z["edge_type"])
@@ -528,7 +529,8 @@ class JaxRunner:
         weight = mask & np.isin(ids, z["seed_ids"])
         x = np.where(mask[:, None], self.x[ids], 0.0).astype(np.float32)
         target = self.target[ids]
-        args = self.jax.device_put((x, target, weight, gt))
+        topo = Topology.from_graphs_tuple(gt, self._layout_holder[0], sparse=True)
+        args = self.jax.device_put((x, target, weight, topo))
         self.jax.block_until_ready(args)
         rows = np.flatnonzero(weight)
         return args, rows, ids[rows]

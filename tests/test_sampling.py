@@ -1,5 +1,6 @@
 """k-hop neighbour sampling (perturbjax/graph/sampling.py) and the sampled-subgraph train mode."""
 
+import dataclasses
 import json
 import logging
 
@@ -12,7 +13,7 @@ from flax import nnx
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 from perturbjax.graph.padding import GraphSchema, flat_nodes
-from perturbjax.graph.topology import Topology
+from perturbjax.graph.topology import Topology, host_sources
 from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.perturbation import KGEncoder
 from perturbjax.tasks import make_task
@@ -209,10 +210,33 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
     sub = sampler.sample(seeds, np.random.default_rng(0))
     assert sub.num_nodes < graph.num_nodes  # a proper subgraph, not the whole graph
     assert sampler.trimmed["subgraphs"] == 0
-    gt = jax.tree.map(jnp.asarray, sampler.padded(sub))
-    local = encoder(Topology.from_graphs_tuple(gt, sampler.layout), gt.nodes)
-    np.testing.assert_allclose(np.asarray(local)[sub.seeds], np.asarray(full)[seeds],
-                               rtol=1e-4, atol=1e-5)
+    padded = sampler.padded(sub)
+    gt = jax.tree.map(jnp.asarray, padded)
+    # Both backends: segment ops on the device arrays, and the sparse index the task builds on
+    # the host for every sampled batch.
+    for topology in (Topology.from_graphs_tuple(gt, sampler.layout),
+                     Topology.from_graphs_tuple(padded, sampler.layout, sparse=True).to_device()):
+        local = encoder(topology, gt.nodes)
+        np.testing.assert_allclose(np.asarray(local)[sub.seeds], np.asarray(full)[seeds],
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_host_sources_give_each_relation_its_distinct_senders():
+    graph = random_graph(3)
+    sampler, _ = make_sampler(graph)
+    sub = sampler.sample(np.array([1, 5, 9, 44, 70]), np.random.default_rng(1))
+    padded, layout = sampler.padded(sub), sampler.layout
+    index, row = host_sources(layout, padded.senders, padded.edges["edge_type"])
+    np.testing.assert_array_equal(index[row], padded.senders)  # every edge finds its sender
+    off = np.asarray(layout.active_offsets)
+    rel = padded.edges["edge_type"]
+    assert ((row >= off[rel]) & (row < off[rel + 1])).all()  # within its relation's rows
+    for r in range(len(layout.relations)):  # one row per distinct sender, none twice
+        mine = row[rel == r]
+        assert len(np.unique(mine)) == len(np.unique(padded.senders[rel == r]))
+    small = dataclasses.replace(layout, active_sources=(1,) * len(layout.relations))
+    with pytest.raises(ValueError, match="distinct senders, above its budget"):
+        host_sources(small, padded.senders, padded.edges["edge_type"])
 
 
 def test_padding_multiple_must_be_positive():

@@ -46,7 +46,7 @@ import numpy as np
 
 from perturbjax.graph.hetero import HeteroGraph
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, _round_up, flat_nodes
-from perturbjax.graph.topology import Layout, RelationBlock
+from perturbjax.graph.topology import Layout, RelationBlock, host_sources
 
 log = logging.getLogger(__name__)
 BUDGETS = ("calibrated", "bound")
@@ -396,10 +396,16 @@ class NeighbourSampler:
         fill = ~edge_mask & (counts > 0)[edge_type]
         senders[fill] = senders[starts[edge_type[fill]]]
         n, e = int(real.sum()), len(pos)
+        edges = {"edge_type": edge_type, "mask": edge_mask}
+        globals_ = None
+        if layout.active_sources is not None:
+            # Each relation's distinct senders, compacted here on the host: a sort inside the
+            # step costs more than all the edge gathers of a subgraph (XLA's CPU sort is slow).
+            source_index, edges["source_row"] = host_sources(layout, senders, edge_type)
+            globals_ = {"source_index": source_index[None]}
         return jraph.GraphsTuple(
             nodes={"features": features, "node_type": self._slot_type.copy(), "mask": real,
                    "id": np.where(real, sub.nodes, 0).astype(np.int32)},
-            edges={"edge_type": edge_type, "mask": edge_mask},
-            senders=senders, receivers=receivers,
+            edges=edges, senders=senders, receivers=receivers,
             n_node=np.array([n, layout.num_nodes - n], np.int32),
-            n_edge=np.array([e, layout.num_edges - e], np.int32), globals=None)
+            n_edge=np.array([e, layout.num_edges - e], np.int32), globals=globals_)

@@ -185,28 +185,32 @@ def _csr(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> CSR:
     return CSR(indptr=indptr, indices=cols[order].astype(np.int32), order=order)
 
 
-def _device_sources(layout: Layout, senders: jax.Array, edge_type: np.ndarray
-                    ) -> tuple[SourceRows, jax.Array]:
+def host_sources(layout: Layout, senders: np.ndarray, edge_type: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Each relation's distinct senders, compacted into its `layout.active_sources[r]` rows of
-    relation-source space (unused rows hold node 0 and receive no edge), and every edge's row.
-    Padding edges count as senders too: the sampler has them send from their relation's first
-    real sender (or, when it has none, from the last slot of its source block), so they need no
-    row of their own."""
-    edge_type = np.asarray(edge_type)
-    key = jnp.asarray(edge_type) * layout.num_nodes + senders
-    order = jnp.argsort(key, stable=True)  # relation r's edges keep r's edge range
-    sorted_key = key[order]
-    first = jnp.concatenate([jnp.ones(1, jnp.int32),
-                             (sorted_key[1:] != sorted_key[:-1]).astype(jnp.int32)])
-    seen = jnp.cumsum(first)  # distinct (relation, sender) pairs up to each sorted edge
-    starts = np.array([blk.edge_start for blk in layout.relations], np.int64)
-    before = jnp.concatenate([jnp.zeros(1, jnp.int32), seen])[starts]  # ... before relation r
-    # edge_type is sorted already, so it is also the relation of each sorted position.
-    base = np.asarray(layout.active_offsets[:-1], np.int32)[edge_type]
-    row_sorted = (jnp.asarray(base) + seen - 1 - before[edge_type]).astype(jnp.int32)
-    src_index = jnp.zeros(senders.shape, jnp.int32).at[order].set(row_sorted)
-    index = jnp.zeros(layout.num_sources, jnp.int32).at[row_sorted].set(senders[order])
-    return SourceRows(index=index, gather_t=None), src_index
+    relation-source space, and every edge's row: `(index [S], row [E])`, int32.
+
+    Unused rows hold node 0 and receive no edge. Padding edges count as senders too: the
+    sampler has them send from their relation's first real sender (or, when it has none, from
+    the last slot of its source block), so they need no row of their own.
+
+    Raises:
+      ValueError: a relation has more distinct senders than its budget (a sampler bug: it trims
+        subgraphs to the budgets).
+    """
+    n, off = layout.num_nodes, np.asarray(layout.active_offsets, np.int64)
+    distinct, edge_pair = np.unique(edge_type.astype(np.int64) * n + senders, return_inverse=True)
+    rel = distinct // n
+    first = np.searchsorted(rel, np.arange(len(layout.relations)))  # first pair of each relation
+    row = off[rel] + np.arange(len(distinct)) - first[rel]
+    over = row >= off[rel + 1]
+    if over.any():
+        r = int(rel[over][0])
+        raise ValueError(f"relation {r} has {int((rel == r).sum())} distinct senders, above its "
+                         f"budget of {layout.active_sources[r]}")
+    index = np.zeros(layout.num_sources, np.int32)
+    index[row] = distinct % n
+    return index, row[edge_pair].astype(np.int32)
 
 
 @jax.tree_util.register_dataclass
@@ -301,10 +305,13 @@ class Topology:
 
     @classmethod
     def from_arrays(cls, layout: Layout, senders, receivers, edge_mask, node_type, node_mask,
-                    *, sparse: bool = False, sources: np.ndarray | None = None) -> "Topology":
+                    *, sparse: bool = False, sources: np.ndarray | None = None,
+                    source_rows: tuple | None = None) -> "Topology":
         """A topology from flat arrays already in `layout` (numpy, host side, when `sparse` or
-        `sources`; jax arrays inside a jitted step otherwise). `sources` (with
-        `layout.active_sources`) lists each relation's distinct senders, relation by relation."""
+        `sources`; jax arrays inside a jitted step otherwise). With `layout.active_sources`,
+        either `sources` lists each relation's distinct senders, relation by relation (a whole
+        graph, on the host), or `source_rows` is `host_sources`'s `(index, row)` (a sampled
+        subgraph, in the step)."""
         xp = np if isinstance(senders, np.ndarray) else jnp
         edge_type, src_base, src_mult, dst_base = (np.zeros(layout.num_edges, np.int32)
                                                    for _ in range(4))
@@ -320,12 +327,13 @@ class Topology:
         src_index = (senders * xp.asarray(src_mult) + xp.asarray(src_base)).astype(xp.int32)
         group = (receivers + xp.asarray(dst_base)).astype(xp.int32)
         rows = None
-        if sources is not None and layout.active_sources is None:
-            raise ValueError("sources need layout.active_sources")
-        if sources is None and layout.active_sources is not None:
-            # A padded subgraph with per-relation source budgets: compacted in the step.
-            rows, src_index = _device_sources(layout, senders, edge_type)
-            xp = jnp
+        given = (sources is not None) + (source_rows is not None)
+        if given != (layout.active_sources is not None):
+            raise ValueError("a layout has active_sources exactly when sources or source_rows "
+                             "(one of them) are given")
+        if source_rows is not None:
+            index, src_index = source_rows
+            rows = SourceRows(index=index, gather_t=None)
         elif sources is not None:
             off = layout.active_offsets
             src_index = np.zeros(layout.num_edges, np.int32)
@@ -351,14 +359,20 @@ class Topology:
                    src_index=src_index, group=group, sparse=index, sources=rows, layout=layout)
 
     @classmethod
-    def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout) -> "Topology":
+    def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout, *,
+                          sparse: bool = False) -> "Topology":
         """The topology of a padded graph that is laid out in `layout`'s blocks (the sampler's
         subgraphs), on device arrays inside a jitted step, for the segment backend (on
         subgraphs of tens of thousands of edges the sorts that a sparse index needs cost more
         than they save). With `layout.active_sources` (the sampler's per-relation source
-        budgets) each relation transforms only its distinct senders."""
+        budgets) each relation transforms only its distinct senders, which `sampler.padded`
+        compacted on the host (`host_sources`)."""
+        source_rows = None
+        if layout.active_sources is not None:
+            source_rows = (graph.globals["source_index"][0], graph.edges["source_row"])
         return cls.from_arrays(layout, graph.senders, graph.receivers, graph.edges["mask"],
-                               graph.nodes["node_type"], graph.nodes["mask"])
+                               graph.nodes["node_type"], graph.nodes["mask"],
+                               source_rows=source_rows, sparse=sparse)
 
     def to_device(self) -> "Topology":
         return jax.tree.map(jnp.asarray, self)
