@@ -31,8 +31,8 @@ type's node budget), which always holds), so the step transforms only them.
 Subgraphs are laid out in the blocks of `perturbjax.graph.topology.Layout`
 (`sampler.layout`): type t's nodes fill the range of its node budget (in the order they were
 reached, seeds first), relation r's edges the range of its edge budget, sorted by receiver; the
-rest of each range is padding. The step turns the padded `GraphsTuple` into a topology with
-`Topology.from_graphs_tuple(graph, sampler.layout)`.
+rest of each range is padding. The batch builder turns the padded `GraphsTuple` into a
+topology on the host, `Topology.from_graphs_tuple(graph, sampler.layout, sparse=True)`.
 """
 
 from __future__ import annotations

@@ -17,16 +17,16 @@ integers):
   * "relation-source space" holds the rows a relation transforms (`W_r h_j`), which
     `src_index` points each edge at. A whole graph lists each relation's distinct senders
     (`Topology.sources`, relation by relation): nothing that sends no edge is transformed; a
-    sampled subgraph does the same within the sampler's per-relation budgets, compacted inside
-    the step. Without such budgets a padded graph holds one row per (source node, relation
+    sampled subgraph does the same within the sampler's per-relation budgets, compacted on the
+    host (`host_sources`). Without such budgets a padded graph holds one row per (source node, relation
     leaving its type): type by type, node by node, then relation (`Layout.source_row`), so one
     matrix product per type, `h_t @ [W_r1 | W_r2 | ...]`, gives that type's rows as they stand;
   * "relation-target space" stacks each relation's target block: `group` numbers the
     (relation, receiver) pairs, the softmax / mean groups of relation-wise layers, and is sorted.
 
 A full graph is laid out exactly (no padding); a sampled subgraph is padded to the sampler's
-frozen per-type and per-relation budgets (`perturbjax.graph.sampling`), and the step turns its
-padded `jraph.GraphsTuple` into a topology with `Topology.from_graphs_tuple`.
+frozen per-type and per-relation budgets (`perturbjax.graph.sampling`), and the batch builder
+turns its padded `jraph.GraphsTuple` into a topology with `Topology.from_graphs_tuple`.
 """
 
 from __future__ import annotations
@@ -362,11 +362,12 @@ class Topology:
     def from_graphs_tuple(cls, graph: jraph.GraphsTuple, layout: Layout, *,
                           sparse: bool = False) -> "Topology":
         """The topology of a padded graph that is laid out in `layout`'s blocks (the sampler's
-        subgraphs), on device arrays inside a jitted step, for the segment backend (on
-        subgraphs of tens of thousands of edges the sorts that a sparse index needs cost more
-        than they save). With `layout.active_sources` (the sampler's per-relation source
-        budgets) each relation transforms only its distinct senders, which `sampler.padded`
-        compacted on the host (`host_sources`)."""
+        subgraphs). The task builds it on the host with `sparse=True` for every batch (numpy's
+        sorts take milliseconds; inside the step XLA's CPU sort costs more than the sparse
+        products save); on device arrays inside a step it is the segment backend's. With
+        `layout.active_sources` (the sampler's per-relation source budgets) each relation
+        transforms only its distinct senders, which `sampler.padded` compacted
+        (`host_sources`)."""
         source_rows = None
         if layout.active_sources is not None:
             source_rows = (graph.globals["source_index"][0], graph.edges["source_row"])
