@@ -33,6 +33,19 @@ def test_edge_dots_kernel_is_built_and_matches_the_reference_under_jit():
     assert kernels.edge_dots(*random_operands(e=0)).shape == (0, 3)
 
 
+def test_take_rows_kernel_equals_indexing_under_jit():
+    assert kernels.available()
+    rng = np.random.default_rng(4)
+    for n, m, shape in ((30, 7, (3,)), (5_000, 400_000, (4, 2)), (3, 0, (2,))):
+        x = rng.standard_normal((n,) + shape, dtype=np.float32)
+        index = rng.integers(0, n, m).astype(np.int32)
+        np.testing.assert_array_equal(np.asarray(jax.jit(kernels.take_rows)(x, index)), x[index])
+    # Other dtypes, and 2-D index arrays, are plain indexing.
+    ints = np.arange(12).reshape(6, 2)
+    np.testing.assert_array_equal(np.asarray(kernels.take_rows(jnp.asarray(ints), np.array([5, 0]))),
+                                  ints[[5, 0]])
+
+
 def test_without_a_compiler_edge_dots_falls_back_to_xla_with_one_warning(tmp_path, monkeypatch,
                                                                          caplog):
     monkeypatch.setenv("PERTURBJAX_KERNEL_CACHE", str(tmp_path))  # nothing cached there

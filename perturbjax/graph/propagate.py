@@ -34,7 +34,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
-from perturbjax.graph.kernels import edge_dots, match_variance, variance
+from perturbjax.graph.kernels import edge_dots, match_variance, take_rows, variance
 from perturbjax.graph.topology import CSR, Topology
 
 REDUCTIONS = ("sum", "mean")
@@ -52,7 +52,7 @@ def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
 def _products(w, csr, x):
     """`[n, K, F]`: one CSR product per weight column k, data `w[csr.order, k]` (the rows of
     `w` gathered once for all columns)."""
-    data = w[csr.order]
+    data = take_rows(w, csr.order)
     return jnp.stack([_csr_product(data[:, k], csr, x[:, k]) for k in range(x.shape[1])],
                      axis=1)
 
@@ -91,12 +91,17 @@ _spmm.defvjp(_spmm_fwd, _spmm_bwd, symbolic_zeros=True)
 @jax.custom_vjp
 def _gather_rows(x, index, gather_t):
     """`x[index]`, whose gradient is a CSR product (`gather_t`: the transposed selection), not
-    a scatter-add: XLA's CPU scatter is slow."""
-    return x[index]
+    a scatter-add: XLA's CPU scatter is slow (and its gather waits on every cache miss)."""
+    return _take(x, index)
+
+
+def _take(x, index):
+    flat = take_rows(x.reshape(x.shape[0], -1), index)
+    return flat.reshape(index.shape + x.shape[1:])
 
 
 def _gather_rows_fwd(x, index, gather_t):
-    return x[index], (x, index, gather_t)  # x is kept for its type only (the caller holds it)
+    return _take(x, index), (x, index, gather_t)  # x is kept for its type only (the caller holds it)
 
 
 def _gather_rows_bwd(res, g):
