@@ -9,9 +9,9 @@
     sorted segment ids, forward and backward in one pass per segment each, where XLA scatters
     segment maxima and sums and gathers them back per edge.
   * `take_rows` (take_rows.cc): a row gather that fetches the rows a few ahead of use. XLA's
-    CPU gather waits on each cache miss; the sparse products' edge-order gathers and the
-    source-row gather were a quarter of the consensus GAT step (0.46 -> 0.27 s with it and the
-    prefetching edge dots).
+    CPU gather waits on each cache miss (for the sparse products' edge-order gathers and the
+    source-row gather; with it and prefetching edge dots the consensus GAT step went from 0.34
+    to 0.29 s, `benchmarks/step.py gat full real`).
 
 The kernels are compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA
 FFI headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
