@@ -84,7 +84,7 @@ def available() -> bool:
                                         platform="cpu")
     except (OSError, AttributeError, subprocess.SubprocessError) as e:
         detail = (getattr(e, "stderr", "") or str(e)).strip()
-        log.warning("perturbjax: the compiled message-passing kernels are unavailable (%s); "
+        log.warning("the compiled message-passing kernels are unavailable (%s); "
                     "using XLA ops, several times slower on CPU",
                     detail.splitlines()[-1] if detail else type(e).__name__)
         return False
