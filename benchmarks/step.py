@@ -38,7 +38,10 @@ def main(argv=None) -> int:
     if args.graph == "real":
         graph = bench.real_graph()
     else:
-        nodes, edges, relations = map(int, args.graph.split(","))
+        try:
+            nodes, edges, relations = map(int, args.graph.split(","))
+        except ValueError:
+            parser.error(f"graph {args.graph!r}: expected 'real' or NODES,EDGES,RELATIONS")
         graph = bench.synthetic_graph(nodes, edges, relations, 0)
     bench._features_dropped(graph).save(graph_dir)
     spec = {"graph_dir": graph_dir, "model": args.model, "mode": args.mode, "in_dim": 64,

@@ -360,8 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("action", choices=("list", "verify", "fetch", "summary"))
     data.add_argument("names", nargs="*", help="registered file names, e.g. hetionet/nodes.tsv")
     data.add_argument("--force", action="store_true", help="fetch: download even if present")
-    data.add_argument("--format", "--source", dest="format", choices=sorted(FORMATS),
-                      metavar="FORMAT", help="summary: the file's format (listed above)")
+    data.add_argument("--format", "--source", dest="format", metavar="FORMAT",
+                      help="summary: the file's format (listed above)")
     data.add_argument("--path", help="summary: the file")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")

@@ -115,3 +115,17 @@ def test_a_missing_or_corrupt_registered_file_stops_train_in_one_line(tmp_path, 
     assert str(named) in line and ("is missing" if state == "missing" else "sha256") in line
     assert "perturbjax data fetch l1000/modzs_n272x978.gct" in line
     assert not (workdir / "summary.json").exists()
+
+
+def test_an_unwritable_workdir_is_one_line(capsys):
+    """/proc/self takes no new files, even for root (whom permission bits do not stop): the
+    read-only workdir case."""
+    line = one_line_error(capsys, ["train", "--config", DEMO, "--workdir", "/proc/self",
+                                   "--no-progress"])
+    assert "/proc/self" in line
+
+
+def test_an_unknown_data_format_is_one_line_listing_the_formats(tmp_path, capsys):
+    line = one_line_error(capsys, ["data", "summary", "--format", "gctt", "--path",
+                                   str(tmp_path / "x.gct")])
+    assert "unknown format 'gctt'" in line and "'gct'" in line

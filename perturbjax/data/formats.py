@@ -85,14 +85,9 @@ def _edge_table(reader):
 
 
 def _ppi(path):
-    from perturbjax.data import gene_tables
-    from perturbjax.data.tables import read_table
+    from perturbjax.data.gene_tables import read_ppi
 
-    # Standalone, symbols map to themselves: the summary counts interactions and proteins.
-    symbols = read_table(path, ("source_symbol", "target_symbol")).frame
-    names = pd.unique(pd.concat([symbols["source_symbol"], symbols["target_symbol"]]).str.upper())
-    names = pd.Series(names[names != ""])
-    pairs, report = gene_tables.read_ppi(path, gene_tables.symbol_to_entrez(names, names))
+    pairs, report = read_ppi(path, None)  # symbols stand for themselves: no Entrez map here
     return {"interactions": len(pairs)}, report
 
 

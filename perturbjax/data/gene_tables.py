@@ -24,20 +24,25 @@ def symbol_to_entrez(symbols: pd.Series, entrez: pd.Series) -> pd.Series:
     return table.drop_duplicates("symbol", keep=False).set_index("symbol")["entrez"]
 
 
-def read_ppi(path: str | PathLike, symbol_map: pd.Series) -> tuple[pd.DataFrame, LoadReport]:
+def read_ppi(path: str | PathLike, symbol_map: pd.Series | None
+             ) -> tuple[pd.DataFrame, LoadReport]:
     """Interactions as Entrez pairs (columns source_id, target_id), undirected, deduplicated.
 
     Args:
       path: a table with columns source_symbol and target_symbol.
-      symbol_map: upper-case symbol -> Entrez id (see `symbol_to_entrez`).
+      symbol_map: upper-case symbol -> Entrez id (see `symbol_to_entrez`); None keeps the
+        upper-case symbols as ids (to inspect a file on its own).
     """
     report = LoadReport(str(path))
     table = read_table(path, ("source_symbol", "target_symbol"), report=report)
     frame = table.frame
-    source = frame["source_symbol"].str.upper().map(symbol_map)
-    target = frame["target_symbol"].str.upper().map(symbol_map)
+    source, target = (frame[c].str.upper().replace("", np.nan)
+                      for c in ("source_symbol", "target_symbol"))
+    if symbol_map is not None:
+        source, target = source.map(symbol_map), target.map(symbol_map)
     unmapped = source.isna() | target.isna()
-    report.drop("symbol without a unique Entrez id", int(unmapped.sum()),
+    report.drop("blank symbol" if symbol_map is None else "symbol without a unique Entrez id",
+                int(unmapped.sum()),
                 (f"{table.line(i)}: {a} - {b}" for i, a, b in
                  zip(np.flatnonzero(unmapped), frame["source_symbol"][unmapped], frame["target_symbol"][unmapped])))
     pairs = pd.DataFrame({"a": source[~unmapped], "b": target[~unmapped]})

@@ -310,8 +310,8 @@ class Topology:
         """A topology from flat arrays already in `layout` (numpy, host side, when `sparse` or
         `sources`; jax arrays inside a jitted step otherwise). With `layout.active_sources`,
         either `sources` lists each relation's distinct senders, relation by relation (a whole
-        graph, on the host), or `source_rows` is `host_sources`'s `(index, row)` (a sampled
-        subgraph, in the step)."""
+        graph), or `source_rows` is `host_sources`'s `(index, row)` (a sampled subgraph,
+        compacted by `sampler.padded`)."""
         xp = np if isinstance(senders, np.ndarray) else jnp
         edge_type, src_base, src_mult, dst_base = (np.zeros(layout.num_edges, np.int32)
                                                    for _ in range(4))
