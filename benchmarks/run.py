@@ -741,11 +741,16 @@ def child_main(spec_path: str) -> int:
             spec = json.load(f)
         if spec.get("cpus"):
             os.sched_setaffinity(0, spec["cpus"])
+        tuned = False
+        if spec["lib"] == "jax" or spec.get("pyg_tuned_allocator"):
+            from perturbjax.runtime import tune_host_allocator
+
+            tuned = tune_host_allocator()  # what the CLI does; PyG's child keeps glibc's defaults
         if spec["lib"] == "build":
             _send(proto, {"event": "done", **build_graph_main(spec)})
             return 0
         runner = (JaxRunner if spec["lib"] == "jax" else PygRunner)(spec)
-        _send(proto, {"event": "ready", **runner.info})
+        _send(proto, {"event": "ready", **runner.info, "host_allocator_tuned": tuned})
         for line in sys.stdin:
             cmd = json.loads(line)
             if cmd["cmd"] == "run":
@@ -848,6 +853,7 @@ def run_case(graph: dict, model: str, mode: str, args, workdir: str) -> dict:
     spec = {"graph_dir": graph["dir"], "model": model, "mode": mode, "in_dim": args.hidden,
             "hidden": args.hidden, "heads": args.heads, "layers": args.layers, "lr": 1e-3,
             "seed": args.seed, "warmup": args.warmup, "cpus": args.cpus, "workdir": casedir,
+            "pyg_tuned_allocator": args.pyg_tuned_allocator,
             "sampled": {"fanouts": args.fanouts, "seeds": args.sampled_seeds,
                         "num_batches": 1 + steps_needed}}
     children: dict[str, Child] = {}
@@ -1035,6 +1041,9 @@ def parse_args(argv=None):
     parser.add_argument("--sequential", action="store_true",
                         help="time perturbjax fully, end its process, then PyG (not interleaved): "
                              "for cases whose two processes do not fit in memory together")
+    parser.add_argument("--pyg-tuned-allocator", action="store_true",
+                        help="give PyG's process perturbjax's glibc allocator settings too "
+                             "(perturbjax.runtime; by default PyG runs as it ships)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -32,7 +32,12 @@ def main(argv=None) -> int:
     parser.add_argument("graph", help="'real' (the consensus graph) or NODES,EDGES,RELATIONS")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--profile", metavar="DIR")
+    parser.add_argument("--hlo", metavar="FILE",
+                        help="write the compiled step's HLO (to name the trace's fusions)")
     args = parser.parse_args(argv)
+    from perturbjax.runtime import tune_host_allocator
+
+    tune_host_allocator()  # as the CLI and run.py's perturbjax child do
     work = tempfile.mkdtemp(prefix="perturbjax-step-")
     graph_dir = os.path.join(work, "graph")
     if args.graph == "real":
@@ -53,6 +58,11 @@ def main(argv=None) -> int:
     times = runner.run(args.steps)["times"]
     print(f"{args.model}/{args.mode}/{args.graph}: median {np.median(times):.4f} s/step, "
           f"min {min(times):.4f} s, CPU {(time.process_time() - cpu) / args.steps:.4f} s/step")
+    if args.hlo:
+        step_args = (runner.params, runner.opt_state, runner.rest, *runner._args())
+        with open(args.hlo, "w") as f:
+            f.write(runner.train_step.lower(*step_args).compile().as_text())
+        print(f"compiled HLO in {args.hlo}")
     if args.profile:
         import jax
 

@@ -37,6 +37,7 @@ from typing import NoReturn
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.eval.compare import (DEFAULT_METRICS, comparison_table, load_summaries,
                                      provenance, write_section)
+from perturbjax.runtime import tune_host_allocator
 
 
 def _split_overrides(rest: list[str]) -> list[str]:
@@ -265,6 +266,7 @@ def _messages():
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_host_allocator()  # before JAX starts its threads
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",

@@ -11,6 +11,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from perturbjax.runtime import tune_host_allocator
+
+tune_host_allocator()  # as the CLI runs: before JAX starts its threads
+
 from perturbjax.data import registry
 from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
