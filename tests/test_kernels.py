@@ -11,28 +11,6 @@ from perturbjax.graph import kernels
 from perturbjax.graph.aggregate import segment_softmax
 
 
-def random_operands(seed=0, n=50, s=70, e=400, k=3, f=5):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, k, f), dtype=np.float32),
-            rng.standard_normal((s, k, f), dtype=np.float32),
-            rng.integers(0, n, e).astype(np.int32), rng.integers(0, s, e).astype(np.int32))
-
-
-def reference(g, x, rows, cols):
-    return np.einsum("ekf,ekf->ek", g[rows], x[cols])
-
-
-def test_edge_dots_kernel_is_built_and_matches_the_reference_under_jit():
-    # CI machines have a C++ compiler: a silent fallback there would hide a broken kernel.
-    assert kernels.available()
-    for seed, e in ((0, 400), (1, 300_000)):  # small (one thread) and split over threads
-        g, x, rows, cols = random_operands(seed, e=e)
-        out = jax.jit(kernels.edge_dots)(g, x, rows, cols)
-        np.testing.assert_allclose(np.asarray(out), reference(g, x, rows, cols), rtol=1e-5,
-                                   atol=1e-5)
-    assert kernels.edge_dots(*random_operands(e=0)).shape == (0, 3)
-
-
 def test_take_rows_kernel_equals_indexing_under_jit():
     assert kernels.available()
     rng = np.random.default_rng(4)
@@ -46,20 +24,63 @@ def test_take_rows_kernel_equals_indexing_under_jit():
                                   ints[[5, 0]])
 
 
-def test_without_a_compiler_edge_dots_falls_back_to_xla_with_one_warning(tmp_path, monkeypatch,
-                                                                         caplog):
+def random_csr(rng, n, s, e, k, f):
+    """A CSR pattern of n rows over s columns with e entries in random edge order, edge
+    weights [e, k] and values [s, k, f]."""
+    rows = np.sort(rng.integers(1, max(n - 1, 2), e)).astype(np.int32)  # rows 0, n-1 empty
+    cols = rng.integers(0, s, e).astype(np.int32)
+    order = rng.permutation(e).astype(np.int32)  # entry p holds edge order[p]
+    indptr = np.searchsorted(rows, np.arange(n + 1)).astype(np.int32)
+    return (rows, cols, order, indptr, rng.standard_normal((e, k), dtype=np.float32),
+            rng.standard_normal((s, k, f), dtype=np.float32))
+
+
+SIZES = ((9, 11, 40, 2, 3), (3_000, 2_000, 300_000, 4, 16), (6, 5, 0, 1, 4))  # 1 thread, 2, none
+
+
+def test_csr_products_kernel_matches_a_dense_product_under_jit():
+    # CI machines have a C++ compiler: a silent fallback there would hide a broken kernel.
+    assert kernels.available()
+    rng = np.random.default_rng(5)
+    for n, s, e, k, f in SIZES:
+        rows, cols, order, indptr, w, x = random_csr(rng, n, s, e, k, f)
+        out = jax.jit(kernels.csr_products, static_argnums=5)(w, x, indptr, cols, order, n)
+        dense = np.zeros((k, n, s), np.float64)
+        np.add.at(dense, (slice(None), rows, cols), w[order].T)
+        np.testing.assert_allclose(np.asarray(out), np.einsum("kns,skf->nkf", dense, x),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_csr_products_backward_gives_the_transposed_product_and_the_edge_dots():
+    assert kernels.available()
+    rng = np.random.default_rng(6)
+    for n, s, e, k, f in SIZES:
+        # The transposed pattern: rows are the sources (s of them), columns the n receivers.
+        rows, cols, order, indptr, w, g = random_csr(rng, s, n, e, k, f)  # g: [n, k, f]
+        x = rng.standard_normal((s, k, f), dtype=np.float32)
+        dx, dw = jax.jit(kernels.csr_products_bwd)(w, g, x, indptr, cols, order)
+        dense = np.zeros((k, s, n), np.float64)
+        np.add.at(dense, (slice(None), rows, cols), w[order].T)
+        np.testing.assert_allclose(np.asarray(dx), np.einsum("ksn,nkf->skf", dense, g),
+                                   rtol=1e-4, atol=1e-4)
+        dots = np.zeros((e, k), np.float32)
+        dots[order] = np.einsum("pkf,pkf->pk", x[rows], g[cols])
+        np.testing.assert_allclose(np.asarray(dw), dots, rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_compiler_kernels_fall_back_to_xla_with_one_warning(tmp_path, monkeypatch,
+                                                                      caplog):
     monkeypatch.setenv("PERTURBJAX_KERNEL_CACHE", str(tmp_path))  # nothing cached there
     monkeypatch.setenv("CXX", "/bin/false")
     kernels.available.cache_clear()
     try:
+        x, index = np.arange(12, dtype=np.float32).reshape(6, 2), np.array([5, 0, 5], np.int32)
         with caplog.at_level(logging.WARNING, logger="perturbjax.graph.kernels"):
-            g, x, rows, cols = random_operands(2)
-            out = kernels.edge_dots(g, x, rows, cols)
-            kernels.edge_dots(g, x, rows, cols)
+            out = kernels.take_rows(jnp.asarray(x), index)
+            kernels.take_rows(jnp.asarray(x), index)
         assert not kernels.available()
         assert sum("unavailable" in r.message for r in caplog.records) == 1
-        np.testing.assert_allclose(np.asarray(out), reference(g, x, rows, cols), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(out), x[index])
         assert list(tmp_path.iterdir()) == []  # the failed build left nothing behind
     finally:
         kernels.available.cache_clear()
@@ -69,10 +90,7 @@ def test_kernels_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("PERTURBJAX_KERNELS", "0")
     kernels.available.cache_clear()
     try:
-        assert not kernels.available()
-        g, x, rows, cols = random_operands(3)
-        np.testing.assert_allclose(np.asarray(kernels.edge_dots(g, x, rows, cols)),
-                                   reference(g, x, rows, cols), rtol=1e-5, atol=1e-5)
+        assert not kernels.available() and not kernels.enabled()
     finally:
         kernels.available.cache_clear()
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from graphs import padded_topology, random_hetero_graph
+from perturbjax.graph import kernels
 from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import (edge_softmax, propagate, relation_mean_weights,
                                         symmetric_norm_weights)
@@ -91,8 +92,19 @@ def test_propagate_matches_edge_loop(sparse, source, shape, weight_shape):
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@pytest.fixture(params=["kernels", "xla"])
+def cpu_ops(request, monkeypatch):
+    """The sparse backend with its compiled CPU kernels, or with them switched off (XLA ops)."""
+    if request.param == "xla":
+        monkeypatch.setenv("PERTURBJAX_KERNELS", "0")
+    kernels.available.cache_clear()
+    yield request.param
+    kernels.available.cache_clear()
+
+
 @pytest.mark.parametrize("sparse", BACKENDS)
-def test_gradients_match_between_backends_and_finite_differences(sparse):
+def test_gradients_match_between_backends_and_finite_differences(sparse, cpu_ops):
+    assert kernels.enabled() == (cpu_ops == "kernels")
     graph = random_hetero_graph(2)
     topo = padded_topology(graph, sparse=sparse)[0].to_device()
     rng = np.random.default_rng(1)

@@ -34,7 +34,9 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
-from perturbjax.graph.kernels import edge_dots, match_variance, take_rows, variance
+from perturbjax.graph.kernels import (csr_products, csr_products_bwd, match_variance, take_rows,
+                                     variance)
+from perturbjax.graph.kernels import enabled as kernels_enabled
 from perturbjax.graph.topology import CSR, Topology
 
 REDUCTIONS = ("sum", "mean")
@@ -50,8 +52,10 @@ def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
 
 
 def _products(w, csr, x):
-    """`[n, K, F]`: one CSR product per weight column k, data `w[csr.order, k]` (the rows of
-    `w` gathered once for all columns)."""
+    """`[n, K, F]`: the CSR product of every weight column k, data `w[csr.order, k]`: one pass
+    over the entries for all columns (`csr_products`), else one BCSR product per column."""
+    if kernels_enabled():
+        return csr_products(w, x, csr.indptr, csr.indices, csr.order, csr.indptr.shape[0] - 1)
     data = take_rows(w, csr.order)
     return jnp.stack([_csr_product(data[:, k], csr, x[:, k]) for k in range(x.shape[1])],
                      axis=1)
@@ -80,8 +84,12 @@ def _spmm_bwd(res, g):
     w, x, bwd, rows, cols = res
     if isinstance(g, jax.custom_derivatives.SymbolicZero):
         return None, None, None, None, None, None
+    if rows is not None and kernels_enabled():  # dx and the weights' gradient in one pass
+        dx, dw = csr_products_bwd(w, g, x, bwd.indptr, bwd.indices, bwd.order)
+        return dw, dx, None, None, None, None
     dx = match_variance(_products(w, bwd, g), variance(x))
-    dw = None if rows is None else match_variance(edge_dots(g, x, rows, cols), variance(w))
+    dw = None if rows is None else match_variance(jnp.sum(g[rows] * x[cols], axis=-1),
+                                                  variance(w))
     return dw, dx, None, None, None, None
 
 
@@ -106,9 +114,9 @@ def _gather_rows_fwd(x, index, gather_t):
 
 def _gather_rows_bwd(res, g):
     x, index, gather_t = res
-    flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
-    ones = jnp.ones(index.shape, jnp.float32)
-    dx = _csr_product(ones, gather_t, flat).reshape(x.shape).astype(x.dtype)
+    flat = g.reshape(g.shape[0], 1, -1).astype(jnp.float32)
+    ones = jnp.ones(index.shape + (1,), jnp.float32)
+    dx = _products(ones, gather_t, flat).reshape(x.shape).astype(x.dtype)
     return match_variance(dx, variance(x)), None, None
 
 

@@ -1,17 +1,18 @@
 """Compiled CPU kernels for message passing, built on first use, each with a pure-XLA fallback.
 
-  * `edge_dots` (edge_dots.cc): the edge-weight gradient of a sparse product
-    (`perturbjax.graph.propagate`): per edge, the dot product of the output gradient at its
-    receiver with the value at its source (an SDDMM). XLA on CPU gathers both `[E, K, F]`
-    operands into memory first; on the consensus graph (545k edges, 4 heads of 16) that took
-    118 ms against 32 ms for the C++ loop, which reads each row where it lies.
   * `sorted_segment_softmax` (segment_softmax.cc): attention's softmax over runs of equal,
     sorted segment ids, forward and backward in one pass per segment each, where XLA scatters
     segment maxima and sums and gathers them back per edge.
   * `take_rows` (take_rows.cc): a row gather that fetches the rows a few ahead of use. XLA's
-    CPU gather waits on each cache miss (for the sparse products' edge-order gathers and the
-    source-row gather; with it and prefetching edge dots the consensus GAT step went from 0.34
-    to 0.29 s, `benchmarks/step.py gat full real`).
+    CPU gather waits on each cache miss (for the source-row gather and the fallback products;
+    with it the consensus GAT step went from 0.34 to 0.29 s, `benchmarks/step.py gat full
+    real`).
+  * `csr_products` (csr_products.cc): a sparse product of every weight column (head) in one
+    pass over the CSR entries, reading each edge's weights where they lie (edge order); JAX's
+    BCSR product takes one column at a time, after a gather of the weights into CSR order.
+    Its backward computes the weight gradient (the per-edge dots of the output gradient at the
+    receiver with the value at the source) in the same pass, while the rows are at hand. With
+    both the consensus GAT step went from 0.25 to 0.14 s (`benchmarks/step.py gat full real`).
 
 The kernels are compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA
 FFI headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
@@ -39,10 +40,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 SOURCES = tuple(sorted(Path(__file__).parent.glob("*.cc")))
-TARGETS = {"perturbjax_edge_dots": "PerturbjaxEdgeDots",
-           "perturbjax_segment_softmax": "PerturbjaxSegmentSoftmax",
+TARGETS = {"perturbjax_segment_softmax": "PerturbjaxSegmentSoftmax",
            "perturbjax_segment_softmax_bwd": "PerturbjaxSegmentSoftmaxBwd",
-           "perturbjax_take_rows": "PerturbjaxTakeRows"}
+           "perturbjax_take_rows": "PerturbjaxTakeRows",
+           "perturbjax_csr_products": "PerturbjaxCsrProducts",
+           "perturbjax_csr_products_bwd": "PerturbjaxCsrProductsBwd"}
 
 
 def _cache_dir() -> Path:
@@ -120,18 +122,6 @@ def match_variance(y: jax.Array, like: frozenset) -> jax.Array:
     return y
 
 
-# ---- edge dots -----------------------------------------------------------------------------
-def edge_dots(g: jax.Array, x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
-    """`out[e, k] = sum_f g[rows[e], k, f] * x[cols[e], k, f]` for float32 `g` `[N, K, F]`,
-    `x` `[S, K, F]` and int32 `rows`, `cols` `[E]` (in range); float32 `[E, K]`."""
-    g, x = jnp.asarray(g, jnp.float32), jnp.asarray(x, jnp.float32)
-    rows, cols = jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32)
-    if not enabled():
-        return jnp.sum(g[rows] * x[cols], axis=-1)
-    out = jax.ShapeDtypeStruct((rows.shape[0], g.shape[1]), jnp.float32)
-    return jax.ffi.ffi_call("perturbjax_edge_dots", out)(g, x, rows, cols, threads=_threads())
-
-
 # ---- row gather ----------------------------------------------------------------------------
 def take_rows(x: jax.Array, index: jax.Array) -> jax.Array:
     """`x[index]` for float32 `x` `[n, ...]` and int32 `index` `[m]` (in range), with the rows
@@ -143,6 +133,33 @@ def take_rows(x: jax.Array, index: jax.Array) -> jax.Array:
     y = jax.ffi.ffi_call("perturbjax_take_rows", out)(x, jnp.asarray(index, jnp.int32),
                                                       threads=_threads())
     return match_variance(y, variance(x) | variance(index))
+
+
+# ---- sparse products -----------------------------------------------------------------------
+def csr_products(w: jax.Array, x: jax.Array, indptr: jax.Array, indices: jax.Array,
+                 order: jax.Array, rows: int) -> jax.Array:
+    """`out[i, k] = sum_p w[order[p], k] * x[indices[p], k]` over row i's CSR entries p, for
+    float32 `w` `[E, K]` (edge order) and `x` `[S, K, F]`: float32 `[rows, K, F]`. Needs
+    `enabled()`; `perturbjax.graph.propagate` falls back to one BCSR product per column."""
+    out = jax.ShapeDtypeStruct((rows,) + x.shape[1:], jnp.float32)
+    y = jax.ffi.ffi_call("perturbjax_csr_products", out)(
+        jnp.asarray(w, jnp.float32), jnp.asarray(x, jnp.float32), indptr, indices, order,
+        threads=_threads())
+    return match_variance(y, variance(w) | variance(x) | variance(order))
+
+
+def csr_products_bwd(w: jax.Array, g: jax.Array, x: jax.Array, indptr: jax.Array,
+                     indices: jax.Array, order: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The backward of `csr_products` over its transposed pattern (rows = x's rows, columns =
+    g's): `dx` `[S, K, F]` as `csr_products(w, g, ...)`, and in the same pass the weight
+    gradient `dw[e, k] = <g[receiver(e), k], x[source(e), k]>` `[E, K]` (0 for edges the
+    pattern leaves out). Needs `enabled()`."""
+    shapes = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
+              jax.ShapeDtypeStruct(w.shape, jnp.float32))
+    dx, dw = jax.ffi.ffi_call("perturbjax_csr_products_bwd", shapes)(
+        jnp.asarray(w, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(x, jnp.float32),
+        indptr, indices, order, threads=_threads())
+    return match_variance(dx, variance(x)), match_variance(dw, variance(w))
 
 
 # ---- softmax over sorted segments ----------------------------------------------------------
