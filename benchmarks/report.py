@@ -36,8 +36,8 @@ def cases_table(results: dict) -> str:
     lines = [
         "| graph | nodes | edges | relations | mode | model | PyG s/step | perturbjax s/step "
         "| ratio (PyG / perturbjax) | PyG peak GiB | perturbjax peak GiB | compile s "
-        "| roofline ratio |",
-        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| roofline ratio | propagate roofline ratio |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case in results.get("cases", []):
         pj, pyg = _lib(case, "perturbjax"), _lib(case, "pyg")
@@ -55,7 +55,8 @@ def cases_table(results: dict) -> str:
             f"| {_fmt_s(pj_s) if 'error' not in pj else 'error'} "
             f"| {_fmt(case.get('pyg_ratio'))} | {_fmt(pyg.get('peak_rss_gib'))} "
             f"| {_fmt(pj.get('peak_rss_gib'))} | {_fmt(pj.get('compile_s'), '.1f')} "
-            f"| {_fmt(case.get('roofline_ratio'), '.0f')} |")
+            f"| {_fmt(case.get('roofline_ratio'), '.0f')} "
+            f"| {_fmt(case.get('propagate_roofline_ratio'), '.1f')} |")
     return "\n".join(lines)
 
 
@@ -108,7 +109,9 @@ def section(results: dict) -> str:
         "Peak memory: peak RSS (VmHWM) of the library's own process (graph, inputs and library "
         "included). Compile: trace + lower + XLA compile of perturbjax's train step on its first "
         "call (it compiles once per run). Roofline ratio: perturbjax's step time over the time "
-        "the step's lower-bound bytes take at copy bandwidth (see benchmarks/run.py).",
+        "the step's lower-bound bytes take at copy bandwidth (see benchmarks/run.py). Propagate "
+        "roofline ratio (full graphs): the same for the message passing alone, `propagate`'s "
+        "forward and backward (its sparse products), timed by themselves.",
     ]
     checks = _check_lines(results)
     if checks:

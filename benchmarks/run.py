@@ -77,6 +77,13 @@ sampled mode N and E are the mean real (unpadded) subgraph sizes. Bandwidth: the
 np.copyto of --bandwidth-mib MiB float64 (read + write bytes over time), on one thread and on
 as many threads as the libraries use (slices copied in parallel; numpy releases the GIL); the
 roofline uses the larger.
+Message passing alone (full mode; `propagate`, the step's sparse products, timed in the perturbjax
+child before PyG's starts): forward reads the S relation-source rows and writes the N receiver
+rows (4Sd + 4Nd) and reads per edge its column index and edge-order entry (8 B) and its weights
+(4K B: K = heads for the GAT, 1 for R-GCN); backward reads the output gradient and writes the
+value gradient (4Nd + 4Sd), reads the edges again, and for the GAT (whose attention is
+differentiated) also reads the values and writes the weights' gradient (4Sd + 4EK). Its
+propagate_roofline_ratio = (forward + backward time) / ((forward + backward bytes) / bandwidth).
 
 Output: machine (CPU model, cores, memory), versions, thread counts, then one line per case and
 a markdown ratio table; --json OUT writes everything (--json alone: benchmarks/results.json). Exit status 1 when a case failed or a
@@ -203,6 +210,14 @@ def step_bytes(model: str, nodes: float, edges: float, width: int, heads: int, l
     node = 4.0 * nodes * width
     edge = edges * (8.0 + 4.0 * (heads if model == "gat" else 1))
     return layers * (5 * node + 2 * edge) + 10 * 4.0 * params
+
+
+def propagate_bytes(sources: int, nodes: int, edges: int, width: int, columns: int,
+                    weight_grad: bool) -> dict:
+    """The documented lower bound on bytes `propagate` moves (module docstring), float32."""
+    src, dst, edge = 4.0 * sources * width, 4.0 * nodes * width, edges * (8.0 + 4.0 * columns)
+    backward = dst + src + edge + (src + 4.0 * edges * columns if weight_grad else 0.0)
+    return {"forward_bytes": src + dst + edge, "backward_bytes": backward}
 
 
 # ================================================================================================
@@ -456,7 +471,47 @@ class JaxRunner:
         self.info["initial_loss"] = loss
         for _ in range(spec["warmup"]):
             self._step(self._args())
+        if spec["mode"] == "full":  # timed now, before PyG's process starts
+            self.info["propagate"] = self._time_propagate(spec)
         self.compile_events.clear()
+
+    def _time_propagate(self, spec: dict, reps: int = 7) -> dict:
+        """The message-passing step alone: `propagate` over relation-source rows as the model
+        calls it (GAT: values `[S, H, d/H]`, weights `[E, H]`, backward to both; R-GCN:
+        `[S, d]`, `[E]`, backward to the values), forward and backward (a vjp) timed apart;
+        medians of `reps` calls after two."""
+        from perturbjax.graph.propagate import propagate
+
+        jax, jnp = self.jax, self.jnp
+        topo = self.graph_arrays
+        s, n, e = topo.layout.num_sources, topo.layout.num_nodes, topo.layout.num_edges
+        d, gat = spec["hidden"], spec["model"] == "gat"
+        k = spec["heads"] if gat else 1
+        shape = (k, d // k) if gat else (d,)
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.standard_normal((s,) + shape), jnp.float32)
+        w = jnp.asarray(rng.random((e, k) if gat else (e,)), jnp.float32)
+        g = jnp.asarray(rng.standard_normal((n,) + shape), jnp.float32)
+
+        def forward(w, x, t):
+            return propagate(t, x, w, source="relation")
+
+        def backward(w, x, g, t):
+            if gat:
+                return jax.vjp(lambda w_, x_: forward(w_, x_, t), w, x)[1](g)
+            return jax.vjp(lambda x_: forward(w, x_, t), x)[1](g)
+
+        out = {}
+        for name, fn, args in (("forward", jax.jit(forward), (w, x, topo)),
+                               ("backward", jax.jit(backward), (w, x, g, topo))):
+            times = []
+            for _ in range(reps + 2):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                times.append(time.perf_counter() - start)
+            out[f"{name}_s"] = float(np.median(times[2:]))
+        out.update(propagate_bytes(s, n, e, d, k, gat))
+        return out
 
     # ---- graph input ---------------------------------------------------------------------
     def _graph_input(self, graph):
@@ -952,6 +1007,12 @@ def run_case(graph: dict, model: str, mode: str, args, workdir: str) -> dict:
                             "achieved_gbps": moved / pj["median_s"] / 1e9,
                             "bandwidth_gbps": args.bandwidth["roofline_gbps"]}
         case["roofline_ratio"] = pj["median_s"] / bound
+    mp = pj.get("propagate")
+    if mp:
+        gbps = args.bandwidth["roofline_gbps"] * 1e9
+        mp["lower_bound_s"] = (mp["forward_bytes"] + mp["backward_bytes"]) / gbps
+        case["propagate_roofline_ratio"] = ((mp["forward_s"] + mp["backward_s"])
+                                            / mp["lower_bound_s"])
         if pyg.get("median_s"):
             case["pyg_roofline_ratio"] = pyg["median_s"] / bound
     return case
@@ -978,6 +1039,10 @@ def case_line(case: dict) -> str:
     if "roofline_ratio" in case:
         parts.append(f"roofline ratio {case['roofline_ratio']:.0f} "
                      f"({case['roofline']['achieved_gbps']:.2f} GB/s achieved)")
+    if "propagate_roofline_ratio" in case:
+        mp = case["perturbjax"]["propagate"]
+        parts.append(f"propagate {1e3 * mp['forward_s']:.1f} + {1e3 * mp['backward_s']:.1f} ms "
+                     f"(roofline ratio {case['propagate_roofline_ratio']:.1f})")
     if "pyg" in case and "threads" in pyg and "threads" in pj:
         parts.append(f"threads jax {pj['threads']} torch {pyg['threads']}")
     parts.append(f"load average {case['load_average_before'][0]:.1f} -> "
@@ -1151,8 +1216,9 @@ def main(argv=None) -> int:
     print()
     print(cases_table(results))
     print("\nratio = PyG s/step / perturbjax s/step (> 1: perturbjax faster); peak = peak RSS "
-          "(VmHWM) of each library's own process; roofline ratio = perturbjax step / (lower-bound bytes / "
-          f"{bw['roofline_gbps']} GB/s)")
+          "(VmHWM) of each library's own process; roofline ratio = perturbjax step / (lower-bound "
+          f"bytes / {bw['roofline_gbps']} GB/s); propagate roofline ratio: the same for "
+          "`propagate` alone (forward + backward)")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
