@@ -3,13 +3,17 @@
 XLA:CPU allocates each step's temporaries as one block of hundreds of MB and frees it after the
 step. glibc serves blocks that large with a fresh `mmap` (the threshold cannot exceed 32 MB), so
 every step faults in and zeroes every page again: about 79k page faults per step of the hetero
-GAT on the consensus graph, a third of its time (0.33 s -> 0.26 s without them, measured with
+GAT on the consensus graph, a fifth of its time (0.33 s -> 0.26 s without them, measured with
 `benchmarks/step.py gat full real`). Serving them from the heap and keeping up to
 `TRIM_THRESHOLD` bytes of freed heap reuses the same pages. One arena keeps XLA's worker threads
 on that heap (a thread's own arena is at most 64 MB and would fall back to `mmap`).
 
-`PERTURBJAX_MALLOC=system` leaves glibc's defaults; elsewhere than glibc nothing changes. An
-allocator that caches large blocks (tcmalloc through `LD_PRELOAD`) has the same effect.
+The cost is fragmentation: a step that juggles many blocks of hundreds of MB can hold more
+memory. The consensus GAT with signal propagation (`--config.model.propagation_steps=3`, 6
+steps, no baselines) peaked at 7.1 GiB and took 61 s, against 3.3 GiB and 43 s with glibc's
+defaults, and 4.9 GiB and 41 s with tcmalloc. For such runs set `PERTURBJAX_MALLOC=system`
+(glibc's defaults), or preload tcmalloc (`LD_PRELOAD=libtcmalloc_minimal.so.4`, which caches
+large blocks itself) with it. Elsewhere than glibc nothing changes.
 """
 
 from __future__ import annotations
