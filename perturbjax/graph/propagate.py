@@ -11,15 +11,17 @@ attribution masks all take this path, and its gradient is exact.
 Two backends, chosen by the data layout (whether the topology carries a sparse index), never by
 the model:
 
-  * sparse products (fixed graphs: full-graph training, shared-topology batches): one CSR
-    product per weight column, `A(w) @ X`, through `jax.experimental.sparse`'s native CPU / GPU
-    kernel, with a custom VJP whose backward is the transposed product `A(w)^T @ G` plus the
-    per-edge dots `<G[receiver], X[source]>` for the weights (a compiled kernel on CPU,
-    `perturbjax.graph.kernels`). Neither direction materialises an `[E, F]` message array
-    (XLA drops the per-edge dots when the weights are constants). BCSR's own autodiff is not
-    used: it was much slower.
-  * segment ops (sampled subgraphs, whose structure changes every batch): gather the messages,
-    weight them, and `segment_sum` them onto receivers.
+  * sparse products (a topology with a sparse index: full graphs, shared-topology batches, and
+    sampled batches whose index the batch builder made on the host): `A(w) @ X` for every
+    weight column, with a custom VJP whose backward is the transposed product `A(w)^T @ G` plus
+    the per-edge dots `<G[receiver], X[source]>` for the weights. On CPU one compiled kernel
+    does all columns in one pass, and its backward does both in one pass
+    (`perturbjax.graph.kernels.csr_products`); elsewhere `jax.experimental.sparse` multiplies
+    column by column. Neither direction materialises an `[E, F]` message array, and the dots
+    are skipped when the weights are constants. BCSR's own autodiff is not used: it was much
+    slower.
+  * segment ops (a topology without one, e.g. a padded graph turned into a topology inside the
+    step): gather the messages, weight them, and `segment_sum` them onto receivers.
 
 Both accumulate in float32 and give padding edges weight exactly 0.
 """
