@@ -266,7 +266,10 @@ def _messages():
 
 
 def main(argv: list[str] | None = None) -> None:
-    tune_host_allocator()  # before JAX starts its threads
+    try:
+        tune_host_allocator()  # before JAX starts its threads
+    except ValueError as e:
+        _fail(str(e))
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",

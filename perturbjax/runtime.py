@@ -36,7 +36,12 @@ def tune_host_allocator() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("PERTURBJAX_MALLOC", "").lower() == "system":
+    choice = os.environ.get("PERTURBJAX_MALLOC", "").lower()
+    if choice not in ("", "tuned", "system"):
+        _applied = None  # the caller may report it and stop; nothing was changed
+        raise ValueError(f"PERTURBJAX_MALLOC={choice!r}: expected 'system' (glibc's defaults) "
+                         "or 'tuned' (the default)")
+    if choice == "system":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

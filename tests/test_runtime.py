@@ -41,3 +41,12 @@ def test_tuning_applies_once():
     from perturbjax.runtime import tune_host_allocator
 
     assert tune_host_allocator() == tune_host_allocator()
+
+
+def test_an_unknown_allocator_choice_ends_the_command_with_one_line():
+    env = {**os.environ, "PERTURBJAX_MALLOC": "sytem"}
+    done = subprocess.run([sys.executable, "-m", "perturbjax.cli", "data", "--help"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PERTURBJAX_MALLOC='sytem'" in lines[0], done.stderr
