@@ -28,6 +28,7 @@ setup(
         "ml_collections>=1.0",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "anndata>=0.10",
     ],
     extras_require={
         "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9"],

@@ -24,6 +24,7 @@ import numpy as np
 from perturbjax.config import load_config
 from perturbjax.eval.compare import write_section
 from perturbjax.tasks import make_task
+from perturbjax.train.batching import train_batches
 from perturbjax.train.logging import peak_rss_gib
 
 
@@ -32,7 +33,7 @@ def measure_sampler(config_arg: str, batches: int) -> dict:
     started = time.perf_counter()
     task = make_task(config)
     build = time.perf_counter() - started
-    stream = task.train_batches(config.seed)
+    stream = train_batches(task, config.seed)
     next(stream)  # the first batch pays for lazily allocated buffers
     nodes, edges = [], []
     started = time.perf_counter()

@@ -13,6 +13,9 @@
         from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
     perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
+    perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
+        [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
+    perturbjax tosg summary --root ROOT [--label-column COL]
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
@@ -125,8 +128,7 @@ def _train(args, rest) -> None:
 
 def _print_table(summary: dict) -> None:
     """Test metrics of the model and each baseline, selection metric first."""
-    keys = [summary["selection_metric"], "pearson", "spearman", "rmse", "precision_up@20",
-            "precision_down@20"]
+    keys = summary.get("report_metrics") or [summary["selection_metric"]]
     rows = [(f"{summary['model']} (run)", summary["test"])] + [
         (name, b["test"]) for name, b in summary["baselines"].items()]
     from perturbjax.eval.metrics import describe
@@ -134,7 +136,7 @@ def _print_table(summary: dict) -> None:
     width = max(len(r[0]) for r in rows)
     split = summary.get("split") or {}
     fold = f", fold {split['fold']} of {split['num_folds']}" if split.get("num_folds") else ""
-    print(f"\ntest metrics: {split.get('test', '?')} test conditions of a "
+    print(f"\ntest metrics: {split.get('test', '?')} test examples of a "
           f"{split.get('kind', '?')} split{fold}; model selected on validation")
     print(" ".join([f"{'model':<{width}}"] + [f"{k:>17}" for k in keys]))
     for name, metrics in rows:
@@ -148,7 +150,8 @@ def _compare(args, rest) -> None:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
     groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
     try:
-        table = comparison_table(groups, metrics=args.metrics.split(","), part=args.part,
+        metrics = [m for m in args.metrics.split(",") if m] or None
+        table = comparison_table(groups, metrics=metrics, part=args.part,
                                  paired=args.paired)
     except ValueError as e:
         raise SystemExit(f"perturbjax compare: {e}")
@@ -159,8 +162,9 @@ def _compare(args, rest) -> None:
     if not path or not section:
         raise SystemExit(f"perturbjax compare: --write takes FILE:SECTION, got {args.write!r}")
     paired = f" --paired '{args.paired}'" if args.paired else ""
-    command = (f"perturbjax compare {' '.join(args.runs)} --part {args.part} "
-               f"--metrics {args.metrics}{paired} --write {args.write}")
+    metrics = f" --metrics {args.metrics}" if args.metrics else ""
+    command = (f"perturbjax compare {' '.join(args.runs)} --part {args.part}{metrics}{paired} "
+               f"--write {args.write}")
     try:
         write_section(path, section, table + "\n\n" + provenance(groups, command))
     except (OSError, ValueError) as e:
@@ -223,6 +227,40 @@ def _data(args, rest) -> None:
                          "(formats: `perturbjax data --help`)")
     summary, report = summarise(args.format, args.path)
     print(report, file=sys.stderr)
+    print(json.dumps(summary, indent=2))
+
+
+def _tosg(args, rest) -> None:
+    if rest:
+        raise SystemExit(f"perturbjax tosg: unrecognised arguments {rest}")
+    if args.action == "build":
+        from perturbjax.data.tosg_build import build_from_anndata
+
+        missing = [f"--{n}" for n in ("h5ad", "network", "out") if not getattr(args, n)]
+        if missing:
+            raise SystemExit(f"perturbjax tosg build: {', '.join(missing)} required")
+        report = build_from_anndata(
+            args.h5ad, args.network, args.out, network_format=args.network_format,
+            label_columns=args.label_columns, donor_column=args.donor_column,
+            dataset_id=args.dataset_id, gene_column=args.gene_column, text_dim=args.text_dim)
+        print(f"wrote {args.out}: {report['samples']} samples, {report['genes']} genes (nodes); "
+              f"{report['genes_matched']} of the network's {report['network_genes']} genes and "
+              f"{report['edges_matched']} of its {report['network_edges']} interactions matched "
+              f"(report in {os.path.join(args.out, 'build_report.json')})")
+        return
+    from perturbjax.data.tosg import TOSGDataset
+
+    if not args.root:
+        raise SystemExit("perturbjax tosg summary: --root is required")
+    dataset = TOSGDataset(args.root)
+    summary = dataset.summary()
+    if args.label_column:
+        codes, classes, known = dataset.labels(args.label_column)
+        summary["labels"] = {dataset.column(args.label_column): {
+            c: int((codes == i).sum()) for i, c in enumerate(classes)} | {
+            "(unknown)": int((~known).sum())}}
+    donors = dataset.donors()
+    summary["donors"] = None if donors is None else len(set(donors) - {""})
     print(json.dumps(summary, indent=2))
 
 
@@ -340,8 +378,9 @@ def main(argv: list[str] | None = None) -> None:
                     "seed) are one group, reported as mean ± sd.")
     compare.add_argument("runs", nargs="+", help="directories holding summary.json files")
     compare.add_argument("--part", default="test", choices=("test", "validation"))
-    compare.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                         help="comma-separated metric names")
+    compare.add_argument("--metrics", default="",
+                         help="comma-separated metric names (default: the runs' task's "
+                              f"report metrics; perturbation runs: {','.join(DEFAULT_METRICS)})")
     compare.add_argument("--paired", metavar="ROW",
                          help="add a column: each row's difference from row ROW (as printed, "
                               "e.g. 'kg_ridge: baseline tanimoto_ridge') in the first metric, "
@@ -368,10 +407,37 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--format", "--source", dest="format", metavar="FORMAT",
                       help="summary: the file's format (listed above)")
     data.add_argument("--path", help="summary: the file")
+    tosg = commands.add_parser(
+        "tosg", help="build and inspect cell-graph datasets (OmniCellTOSG layout)",
+        description="build: write an AnnData file (.h5ad) and a gene network into the "
+                    "OmniCellTOSG layout at --out (see perturbjax/data/tosg_build.py): nodes "
+                    "are the data's genes, edges the network's interactions among them; it "
+                    "reports how many genes and edges matched. summary: what a dataset root "
+                    "holds (samples, graph, shards; --label-column: class counts).")
+    tosg.add_argument("action", choices=("build", "summary"))
+    tosg.add_argument("--h5ad", help="build: the AnnData file")
+    tosg.add_argument("--network", help="build: the gene interaction table")
+    tosg.add_argument("--network-format", default="auto",
+                      choices=("auto", "ppi", "signaling", "edgelist"),
+                      help="build: the network's format (default: from its header)")
+    tosg.add_argument("--label-columns", nargs="*", default=[], metavar="COL[=NAME]",
+                      help="build: obs columns to keep as labels, optionally renamed (e.g. "
+                           "bulk_labels=CMT_name, the layout's cell-type column)")
+    tosg.add_argument("--donor-column", help="build: the obs column of donor ids")
+    tosg.add_argument("--dataset-id", help="build: the dataset_id column's value (default: "
+                                           "the file's name)")
+    tosg.add_argument("--gene-column", help="build: the var column of gene symbols (default: "
+                                            "var_names, or feature_name for Ensembl ids)")
+    tosg.add_argument("--text-dim", type=int, default=16,
+                      help="build: width of the name embeddings (deterministic stand-ins)")
+    tosg.add_argument("--out", help="build: the new dataset root")
+    tosg.add_argument("--root", help="summary: a dataset root")
+    tosg.add_argument("--label-column", help="summary: count this column's classes")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
-    command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data}
+    command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data,
+               "tosg": _tosg}
     try:
         with _messages():
             command[args.command](args, rest)

@@ -23,6 +23,7 @@ import pytest
 from perturbjax import cli
 from perturbjax.config import apply_overrides, config_to_json, load_config
 from perturbjax.tasks import make_task
+from perturbjax.train.batching import train_batches
 from perturbjax.tasks.perturbation import base_config
 from perturbjax.train.checkpoint import (
     Checkpoints,
@@ -271,8 +272,8 @@ def test_train_accepts_a_workdir_from_before_new_keys(tmp_path):
 
 def test_batches_resume_at_any_step():
     task = make_task(load_config(f"{DEMO}:test"))  # 9 batches per epoch
-    stream = list(itertools.islice(task.train_batches(3), 30))
+    stream = list(itertools.islice(train_batches(task, 3), 30))
     for start in (0, 4, 9, 22):
-        resumed = itertools.islice(task.train_batches(3, start_step=start), 30 - start)
+        resumed = itertools.islice(train_batches(task, 3, start_step=start), 30 - start)
         for expected, batch in zip(stream[start:], resumed, strict=True):
             assert all(np.array_equal(expected[k], batch[k]) for k in expected)

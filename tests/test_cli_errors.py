@@ -8,6 +8,7 @@ import pytest
 from perturbjax.cli import main
 from perturbjax.config import load_config
 from perturbjax.tasks import make_task
+from perturbjax.train.batching import eval_batches, train_batches
 
 DEMO = "experiments/demo.py:test"
 
@@ -79,9 +80,9 @@ def test_a_batch_larger_than_the_training_part_is_clamped_for_training_and_evalu
     train = len(task.split.train)
     assert task.batch_size == train
     assert any("larger than" in r.message for r in caplog.records)
-    first = next(task.train_batches(seed=0))
+    first = next(train_batches(task, seed=0))
     assert len(first["drug"]) == train
-    batch, real = next(task.eval_batches("validation"))
+    batch, real = next(eval_batches(task, "validation", 0))
     assert len(batch["drug"]) <= train and real <= train
 
 

@@ -192,7 +192,8 @@ def test_metric_directions():
     assert metrics.higher_is_better("precision_up@20")
     assert not metrics.higher_is_better("rmse")
     with pytest.raises(KeyError):
-        metrics.higher_is_better("accuracy")
+        metrics.higher_is_better("auroc")
+    assert metrics.higher_is_better("macro_f1") and metrics.higher_is_better("balanced_accuracy")
 
 
 def test_default_metric_names_are_stable():
@@ -202,3 +203,19 @@ def test_default_metric_names_are_stable():
         "precision_down@10", "precision_down@20", "precision_down@50", "precision_down@100",
         "per_gene_pearson",
     ]
+
+
+def test_classification_metrics_against_hand_counts():
+    # 3 classes; class 2 never occurs in truth but is predicted once.
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 1, 2])
+    scores = np.eye(3)[pred]
+    m = metrics.classification_metrics(labels, scores, ["a", "b", "c"])
+    # class a: precision 1, recall 2/3 -> F1 0.8; b: precision 2/3, recall 2/3; c: 0.
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3),
+                                   "f1": pytest.approx(0.8), "support": 3}
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3 + 0.0) / 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx(2 / 3)  # over classes present in truth
+    with pytest.raises(ValueError, match="expected \\[n, K\\]"):
+        metrics.classification_metrics(labels, scores[:, :2], ["a", "b", "c"])

@@ -17,6 +17,7 @@ from perturbjax.graph.topology import Topology, host_sources
 from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.perturbation import KGEncoder
 from perturbjax.tasks import make_task
+from perturbjax.train.batching import train_batches
 from perturbjax.train.loop import train_and_evaluate
 
 DEMO = "experiments/demo.py:test"
@@ -281,7 +282,7 @@ def test_sampled_mode_trains_with_one_compilation_and_reproducible_evaluation(tm
 
 def test_sampled_batch_positions_point_at_the_conditions_nodes():
     task = make_task(sampled_config())
-    batch = next(task.train_batches(0))
+    batch = next(train_batches(task, 0))
     graph = batch["graph"]
     drug_type = task.schema.node_types.index(task.data.drug_type)
     gene_type = task.schema.node_types.index(task.data.gene_type)
@@ -308,11 +309,12 @@ def test_sampled_mode_data_parallel_gives_each_device_its_own_subgraph(tmp_path)
         "from perturbjax.tasks import make_task\n"
         "from perturbjax.train.loop import train_and_evaluate\n"
         "from perturbjax.train.parallel import Shares\n"
+        "from perturbjax.train.batching import train_batches\n"
         "assert jax.device_count() == 2\n"
         f"config = apply_overrides(load_config({DEMO!r}), ['graph.mode=sampled', 'baselines=[]',"
         " 'train.data_parallel=True'])\n"
         "task = make_task(config)\n"
-        "batch = next(task.train_batches(0, shares=Shares(2, (0, 1))))\n"
+        "batch = next(train_batches(task, 0, shares=Shares(2, (0, 1))))\n"
         "masks = batch['graph'].nodes['mask']\n"
         "assert masks.shape == (2, task.budget.n_node) and batch['readout'].shape[0] == 2\n"
         "assert (batch['graph'].senders[0] != batch['graph'].senders[1]).any()\n"

@@ -12,6 +12,7 @@ from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.eval.compare import provenance
 from perturbjax.tasks import make_task
+from perturbjax.train.batching import train_batches
 from perturbjax.train.loop import make_steps, predict, train_and_evaluate
 from perturbjax.train.optim import make_optimizer
 
@@ -38,12 +39,12 @@ def _steps(task, config):
 
 def test_one_step_is_finite_and_metrics_in_range(task, config):
     params, opt_state, train_step, predict_step = _steps(task, config)
-    batch = next(task.train_batches(0))
+    batch = next(train_batches(task, 0))
     params, opt_state, stats = train_step(params, opt_state, jax.random.key(0), task.inputs, batch)
     for name, value in stats.items():
         assert np.isfinite(value), name
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
-    metrics = task.metrics("validation", predict(predict_step, params, task, "validation"))
+    metrics = task.metrics("validation", predict(predict_step, params, task, "validation", 0))
     for name, value in metrics.items():
         assert np.isfinite(value), name
         if name != "rmse":
@@ -55,7 +56,7 @@ def test_ten_steps_lower_the_loss(task):
     config = apply_overrides(load_config(f"{DEMO}:test"),
                              ["train.warmup_steps=1", "train.num_steps=10", "model.dropout=0.0"])
     params, opt_state, train_step, _ = _steps(task, config)
-    batch = next(task.train_batches(0))
+    batch = next(train_batches(task, 0))
     losses = []
     for i in range(10):
         params, opt_state, stats = train_step(params, opt_state, jax.random.key(i), task.inputs, batch)

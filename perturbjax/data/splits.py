@@ -215,3 +215,70 @@ def assert_no_leakage(data: PerturbationData, split: Split) -> None:
                 if shared.size:
                     raise AssertionError(f"{split.kind} split leaks: {a} and {b} share "
                                          f"{shared.size} {what}, e.g. {shared[:5]}")
+
+
+# ---- samples of cell graphs: donor splits ------------------------------------------------
+def donor_split(donors: np.ndarray, seed: int, validation_fraction: float = 0.15,
+                test_fraction: float = 0.15) -> Split:
+    """Splits samples so that no donor has samples in two parts (kind "donor").
+
+    Donors are shuffled (seeded); each goes to test while test holds fewer samples than its
+    target, then to validation likewise, then to train (donors are few and large, so the parts'
+    sizes are approximate). All samples whose donor is unknown ('') form one group, so they
+    too stay in one part.
+
+    Raises:
+      ValueError: too few donors (or too uneven) for three non-empty parts.
+    """
+    unique, inverse, sizes = np.unique(np.asarray(donors, object).astype(str),
+                                       return_inverse=True, return_counts=True)
+    n = len(donors)
+    targets = [max(1, int(round(test_fraction * n))), max(1, int(round(validation_fraction * n)))]
+    group_part, filled = np.full(len(unique), 2), [0, 0]
+    for g in np.random.default_rng(seed).permutation(len(unique)):
+        for j in (0, 1):
+            if filled[j] < targets[j]:
+                group_part[g], filled[j] = j, filled[j] + sizes[g]
+                break
+    part = group_part[inverse]
+    split = Split("donor", np.flatnonzero(part == 2), np.flatnonzero(part == 1),
+                  np.flatnonzero(part == 0))
+    _require_nonempty(split, f"donor split: {len(unique)} donors")
+    assert_groups_disjoint(split, donors, "donors")
+    return split
+
+
+def stratified_split(labels: np.ndarray, seed: int, validation_fraction: float = 0.15,
+                     test_fraction: float = 0.15) -> Split:
+    """A random split of samples, stratified by class (kind "stratified_random"): each class
+    is divided in the given proportions (rounded, train keeping at least one sample), for data
+    whose donors are unknown."""
+    rng = np.random.default_rng(seed)
+    part = np.zeros(len(labels), int)  # 0 train, 1 validation, 2 test
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * len(members)))
+        n_val = int(round(validation_fraction * len(members)))
+        while n_test + n_val >= len(members) and n_test + n_val > 0:
+            n_test, n_val = (n_test - 1, n_val) if n_test >= n_val else (n_test, n_val - 1)
+        part[members[:n_test]] = 2
+        part[members[n_test:n_test + n_val]] = 1
+    split = Split("stratified_random", np.flatnonzero(part == 0), np.flatnonzero(part == 1),
+                  np.flatnonzero(part == 2))
+    _require_nonempty(split, f"stratified split of {len(labels)} samples")
+    return split
+
+
+def assert_groups_disjoint(split: Split, groups: np.ndarray, what: str) -> None:
+    """Raises AssertionError if two parts share a sample or a group (e.g. a donor)."""
+    groups = np.asarray(groups, object).astype(str)
+    parts = split.parts()
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.intersect1d(parts[a], parts[b]).size:
+                raise AssertionError(f"{split.kind} split: {a} and {b} share samples")
+            shared = np.intersect1d(groups[parts[a]], groups[parts[b]])
+            if shared.size:
+                raise AssertionError(f"{split.kind} split leaks: {a} and {b} share "
+                                     f"{shared.size} {what}, e.g. {shared[:5].tolist()}")

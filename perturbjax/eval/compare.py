@@ -40,7 +40,9 @@ def _check_summary(path: str, summary) -> None:
         if not isinstance(value, dict):
             raise ValueError(f"{path}: not a run summary: {where} is {type(value).__name__}, "
                              f"expected an object of metric values")
-        bad = [k for k, v in value.items() if not (v is None or isinstance(v, (int, float)))]
+        # Numbers, and nested reports (a classifier's per_class table), which tables skip.
+        bad = [k for k, v in value.items()
+               if not (v is None or isinstance(v, (int, float, dict)))]
         if bad:
             raise ValueError(f"{path}: not a run summary: {where}.{bad[0]} is "
                              f"{value[bad[0]]!r}, expected a number")
@@ -117,9 +119,12 @@ def _run_key(summary: dict) -> tuple:
     return summary.get("seed"), split.get("kind"), split.get("fold")
 
 
-def comparison_table(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS,
+def comparison_table(groups: dict[str, list[dict]], metrics=None,
                      part: str = "test", paired: str | None = None) -> str:
     """Markdown table: one row per model or baseline of each group, mean ± sd over its runs.
+
+    `metrics` defaults to the runs' own `report_metrics` (their task's table columns; the
+    perturbation metrics for runs written before summaries recorded them).
 
     With `paired` (a row's name, e.g. "kg_ridge: baseline tanimoto_ridge"), a last column gives
     every row's difference from that row in the first metric, mean ± sd over runs paired by seed
@@ -128,6 +133,9 @@ def comparison_table(groups: dict[str, list[dict]], metrics=DEFAULT_METRICS,
     Raises:
       ValueError: `paired` names no row, or a row's runs do not pair one-to-one with its runs.
     """
+    if not metrics:
+        first = next(iter(groups.values()))[0]
+        metrics = tuple(first.get("report_metrics") or DEFAULT_METRICS)
     rows = {}  # name -> (run keys, metric dicts)
     for label, summaries in groups.items():
         keys = [_run_key(s) for s in summaries]

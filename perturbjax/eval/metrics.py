@@ -1,4 +1,4 @@
-"""Host-side numpy metrics for predicted differential-expression signatures.
+"""Host-side numpy metrics: predicted differential-expression signatures, and class predictions.
 
 A signature is a vector of per-gene differential expression values. Predictions
 and targets come as ``[C, G]`` arrays (C test conditions, G readout genes).
@@ -32,6 +32,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "precision_up": True,
     "precision_down": True,
     "per_gene_pearson": True,
+    "macro_f1": True,
+    "accuracy": True,
+    "balanced_accuracy": True,
 }
 
 # One line per family, for tables that print metric names (see `describe`).
@@ -45,6 +48,10 @@ DESCRIPTIONS: dict[str, str] = {
     "precision_down": "share of the measured top-k down-regulated genes among the predicted "
                       "top k",
     "per_gene_pearson": "Pearson r across conditions for each gene, mean over genes",
+    "macro_f1": "F1 score per class, unweighted mean over the classes present in truth or "
+                "prediction (the selection metric of classification)",
+    "accuracy": "share of samples whose predicted class is their class",
+    "balanced_accuracy": "recall per class, mean over the classes present in truth",
 }
 
 _PRECISION_FAMILIES = ("precision_up", "precision_down")
@@ -237,3 +244,35 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     ranks = np.empty((n, m))
     np.put_along_axis(ranks, order, mean_rank, axis=1)
     return ranks
+
+
+def classification_metrics(labels: np.ndarray, scores: np.ndarray,
+                           class_names: Sequence[str]) -> dict:
+    """Macro-F1, accuracy and balanced accuracy of class scores `[n, K]` (any monotone scores:
+    logits or probabilities; the predicted class is the argmax) against integer `labels` `[n]`,
+    and `per_class`: precision, recall, F1 and support of every class."""
+    labels = np.asarray(labels, np.int64)
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or scores.shape[0] != labels.shape[0] or scores.shape[1] != len(class_names):
+        raise ValueError(f"scores of shape {scores.shape} for {labels.shape[0]} labels and "
+                         f"{len(class_names)} classes; expected [n, K]")
+    _check_finite(scores, "scores")
+    k = len(class_names)
+    pred = scores.argmax(1)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
+                   where=precision + recall > 0)
+    present = (support > 0) | (predicted > 0)
+    return {
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "accuracy": float(tp.sum() / max(len(labels), 1)),
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+    }

@@ -2,9 +2,10 @@
 
 import ml_collections
 
+from perturbjax.tasks.cells import CellGraphTask
 from perturbjax.tasks.perturbation import PerturbationTask
 
-TASKS = {"perturbation": PerturbationTask}
+TASKS = {"perturbation": PerturbationTask, "cells": CellGraphTask}
 
 
 def _task_class(name: str):

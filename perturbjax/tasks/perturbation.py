@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Iterator
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,14 +18,16 @@ from perturbjax.data import leakage
 from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
-from perturbjax.eval.metrics import signature_metrics
+from perturbjax.eval.metrics import higher_is_better, signature_metrics
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes
 from perturbjax.graph.sampling import BUDGETS, NeighbourSampler, parse_fanouts
 from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import ENCODERS, PerturbationModel
-from perturbjax.train.parallel import Shares, stack_shares
+from perturbjax.tasks.base import SelectionMetric
+from perturbjax.train.settings import (at_least, config_checker, is_integer, loop_config,
+                                     validate_loop_config)
 
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,12 @@ GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every setting of a perturbation run, with defaults; experiment files change what differs.
+    """Every setting of a perturbation run, with defaults (the loop's, `train.settings.loop_config`,
+    and the task's own); experiment files change what differs.
 
     `data.source` names the dataset and the section of the same name holds its options.
     """
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    c = loop_config()
     c.task = "perturbation"
 
     c.data = ml_collections.ConfigDict()
@@ -88,32 +88,6 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.baselines = ["mean", "tanimoto_knn", "ridge", "target_ridge", "mlp"]
 
-    c.train = ml_collections.ConfigDict()
-    c.train.num_steps = 1000
-    c.train.batch_size = 32
-    c.train.learning_rate = 3e-3
-    c.train.warmup_steps = 100
-    c.train.weight_decay = 1e-4
-    c.train.clip_norm = 1.0
-    c.train.log_every = 50
-    c.train.eval_every = 100
-    # Data parallelism (perturbjax/train/parallel.py): the global batch `batch_size` is split
-    # over a 1-D device mesh, `batch_size / n` conditions per device, with pmean of gradients.
-    # `num_devices` > 0 uses the first that many local devices, 0 all of them; without
-    # `data_parallel` the single-device steps run and `num_devices` is ignored.
-    c.train.data_parallel = False
-    c.train.num_devices = 0
-    # Orbax checkpoints in WORKDIR/checkpoints, for exact resume and preemption (SIGTERM):
-    # every `every` steps (0 = never, and SIGTERM then kills as usual), the last `keep` kept.
-    c.train.checkpoint = ml_collections.ConfigDict()
-    c.train.checkpoint.every = 100
-    c.train.checkpoint.keep = 2
-
-    c.wandb = ml_collections.ConfigDict()
-    c.wandb.mode = "auto"  # online with an API key, offline otherwise; "disabled" turns it off
-    c.wandb.project = "perturbjax"
-    c.wandb.entity = ""
-    c.wandb.tags = []
     return c
 
 
@@ -126,37 +100,21 @@ def shrink_for_tests(c: ml_collections.ConfigDict, *, baselines: list[str]) -> N
 
 
 SPLITS = ("random", "cold_drug", "cold_cell", "scaffold")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
     """Rejects settings no run can use, before any work: a ValueError naming the key and what
-    was expected (a negative batch size would otherwise loop forever, a zero one divide by 0)."""
-    def need(key: str, ok, expected: str) -> None:
-        value = c
-        for part in key.split("."):
-            value = value[part]
-        if not ok(value):
-            raise ValueError(f"config key {key} is {value!r}; expected {expected}")
-
-    def integer(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def at_least(low):
-        return lambda v: integer(v) and v >= low
+    was expected."""
+    validate_loop_config(c)
+    need = config_checker(c)
 
     def fraction(v) -> bool:
         return isinstance(v, (int, float)) and 0 < v < 1
 
-    for key in ("train.num_steps", "train.batch_size", "train.log_every", "train.eval_every",
-                "train.checkpoint.keep", "model.hidden", "model.num_layers", "model.heads"):
+    for key in ("model.hidden", "model.num_layers", "model.heads"):
         need(key, at_least(1), "an integer >= 1")
-    for key in ("train.warmup_steps", "train.num_devices", "train.checkpoint.every",
-                "model.bases", "model.propagation_steps", "data.num_folds"):
+    for key in ("model.bases", "model.propagation_steps", "data.num_folds"):
         need(key, at_least(0), "an integer >= 0")
-    need("train.learning_rate", lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0")
-    for key in ("train.weight_decay", "train.clip_norm"):
-        need(key, lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0")
     need("model.dropout", lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)")
     for key in ("data.validation_fraction", "data.test_fraction"):
         need(key, fraction, "a fraction strictly between 0 and 1")
@@ -164,7 +122,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
          f"a fraction with data.test_fraction ({c.data.test_fraction}) summing below 1")
     need("data.num_folds", lambda v: v != 1, "0 (one split) or at least 2 folds")
     if c.data.num_folds:
-        need("data.fold", lambda v: integer(v) and 0 <= v < c.data.num_folds,
+        need("data.fold", lambda v: is_integer(v) and 0 <= v < c.data.num_folds,
              f"an integer in [0, {c.data.num_folds}) (data.num_folds)")
     need("data.source", lambda v: v in DATA_SOURCES, f"one of {DATA_SOURCES}")
     need("data.split", lambda v: v in SPLITS, f"one of {SPLITS}")
@@ -174,7 +132,6 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
     need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
-    need("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}")
 
 
 def _frozen(section: ml_collections.ConfigDict) -> dict:
@@ -220,13 +177,17 @@ def _load_source(config: ml_collections.ConfigDict) -> tuple[PerturbationData, d
 class PerturbationTask:
     """Predict readout-gene signatures of held-out conditions from the knowledge graph."""
 
-    selection_metric = SELECTION_METRIC
+    selection = SelectionMetric(SELECTION_METRIC, higher_is_better(SELECTION_METRIC))
+    report_metrics = (SELECTION_METRIC, "pearson", "spearman", "rmse", "precision_up@20",
+                      "precision_down@20")
     default_config = staticmethod(base_config)
     validate_config = staticmethod(validate_config)
 
     def __init__(self, config: ml_collections.ConfigDict):
         validate_config(config)
         self.config = config
+        self.model_name = config.model.name
+        self.baselines = tuple(config.baselines)
         # Baselines see the guarded graph whatever the ablation (they read only drug targets
         # and features); graph models see the guarded, ablated graph.
         self.data, self.load_reports = load_data(config)
@@ -319,12 +280,15 @@ class PerturbationTask:
         return model(x["topology"], x["nodes"], x["drug"], x["cell"], x["covariates"],
                      x["readout"], rngs=rngs, deterministic=deterministic)
 
-    def loss(self, model, inputs, batch, key) -> jax.Array:
+    def loss(self, model, inputs, batch, key) -> tuple[jax.Array, dict]:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)
-        return jnp.mean((pred - batch["signature"]) ** 2)
+        return jnp.mean((pred - batch["signature"]) ** 2), {}
 
     # ---- batches ---------------------------------------------------------------------------
-    def _batch(self, idx: np.ndarray, sample_seed: tuple[int, ...]) -> dict[str, np.ndarray]:
+    def examples(self, part: str) -> np.ndarray:
+        return self.split.parts()[part]
+
+    def make_batch(self, idx: np.ndarray, sample_seed: tuple[int, ...]) -> dict[str, np.ndarray]:
         batch = {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
                  "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
         if self.sampler is None:
@@ -343,50 +307,6 @@ class PerturbationTask:
     def _seeds(self, idx: np.ndarray) -> np.ndarray:
         """The sampler's seeds for conditions `idx`: their drugs, cell lines, readout genes."""
         return np.concatenate([self._drug_pos[idx], self._cell_pos[idx], self._readout_pos])
-
-    def _batches(self, idx: np.ndarray, shares: Shares | None, sample_seed: tuple[int, ...]
-                 ) -> dict:
-        """One batch of the conditions `idx`; with `shares`, this process's shares of it, stacked
-        on a leading device axis (see `perturbjax.train.parallel`). In sampled mode the subgraph
-        of share i is drawn from `sample_seed + (i,)`, whichever process builds it."""
-        if shares is None:
-            return self._batch(idx, sample_seed + (0,))
-        return stack_shares([self._batch(part, sample_seed + (i,))
-                             for i, part in zip(shares.local, shares.split(idx))])
-
-    def train_batches(self, seed: int, start_step: int = 0, shares: Shares | None = None
-                      ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless shuffled batches of training conditions, all of the same size.
-
-        Batch `i` is a function of (seed, i) alone: with `start_step=s` the stream begins with
-        the batch an unbroken stream yields at position s, so a resumed run sees the same data.
-        Epochs are permutations drawn one after another from `default_rng(seed)`; skipping
-        epochs draws (and discards) theirs, which keeps the order of runs made before resuming
-        existed, at the cost of one permutation per skipped epoch. Every process draws the same
-        global batch and builds only its `shares` of it.
-        """
-        rng = np.random.default_rng(seed)
-        train, size = self.split.train, self.batch_size
-        per_epoch = len(train) // size
-        epoch, skip = divmod(start_step, per_epoch)
-        for _ in range(epoch):
-            rng.permutation(train)
-        while True:
-            order = rng.permutation(train)
-            for b in range(skip, per_epoch):
-                yield self._batches(order[b * size:(b + 1) * size], shares, (seed, epoch, b))
-            epoch, skip = epoch + 1, 0
-
-    def eval_batches(self, part: str, shares: Shares | None = None
-                     ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-        """Fixed-size batches of a split part; the last is filled up and its real size given."""
-        idx = self.split.parts()[part]
-        part_code = {"train": 1, "validation": 2, "test": 3}[part]
-        for start in range(0, len(idx), self.batch_size):
-            chunk = idx[start:start + self.batch_size]
-            filled = np.resize(chunk, self.batch_size)
-            # Subgraphs drawn from fixed seeds: a part's predictions are reproducible.
-            yield self._batches(filled, shares, (self.config.seed, part_code, start)), len(chunk)
 
     # ---- metrics and baselines -----------------------------------------------------------
     def metrics(self, part: str, predictions: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Task-agnostic training: `train_and_evaluate(config, workdir)`.
 
-A task supplies the model, batches, loss and metrics. The loop owns the optimizer, the jitted
+A task (the `perturbjax.tasks.base.Task` contract) supplies the model, batches, loss, metrics
+and baselines. The loop owns batch order and device shares (`batching.py`), the optimizer, the jitted
 train and predict steps (each compiled once: every batch has the same shapes and the padded
 graph is passed as an argument, not captured), validation-only model selection, the single
 final test evaluation, and the run directory:
@@ -51,6 +52,7 @@ from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
 from perturbjax.tasks import default_config, make_task, validate_config
+from perturbjax.train.batching import eval_batches, train_batches
 from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
@@ -69,8 +71,8 @@ def make_steps(task, graphdef, rest, tx):
         def loss_fn(p):
             return task.loss(nnx.merge(graphdef, p, rest), inputs, batch, key)
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        return apply_gradients(tx, params, opt_state, grads, loss)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return apply_gradients(tx, params, opt_state, grads, loss, aux)
 
     def predict_step(params, inputs, batch):
         return task.forward(nnx.merge(graphdef, params, rest), inputs, batch)
@@ -78,12 +80,13 @@ def make_steps(task, graphdef, rest, tx):
     return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict_step)
 
 
-def predict(predict_step, params, task, part: str, inputs=None, shares=None) -> np.ndarray:
+def predict(predict_step, params, task, part: str, seed: int, inputs=None, shares=None
+            ) -> np.ndarray:
     """Predictions for every example of a split part; `inputs` defaults to `task.inputs`, and
     `shares` (data parallelism) says how each batch is divided over the devices."""
     inputs = task.inputs if inputs is None else inputs
     out = [np.asarray(predict_step(params, inputs, batch))[:n]
-           for batch, n in task.eval_batches(part, shares)]
+           for batch, n in eval_batches(task, part, seed, shares)]
     return np.concatenate(out)
 
 
@@ -147,18 +150,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     logger = RunLogger(workdir, config, experiment=experiment, variant=variant,
                        keep_bytes=loop_state["metrics_offset"] if loop_state else 0,
                        group=group, job_type=job_type, write=primary)
-    summary = {"experiment": experiment, "variant": variant, "model": config.model.name,
-               "seed": config.seed, "selection_metric": task.selection_metric, "host": host(),
+    summary = {"experiment": experiment, "variant": variant, "task": config.task,
+               "model": task.model_name, "seed": config.seed,
+               "selection_metric": task.selection.name,
+               "selection_higher_is_better": task.selection.higher_is_better,
+               "report_metrics": list(task.report_metrics), "host": host(),
                "resumed_from_step": resume, **task.describe()}
     try:
         if task.model_is_baseline:
-            result = task.fit_baseline(config.model.name)
+            result = task.fit_baseline(task.model_name)
             summary.update(validation=result["validation"], test=result["test"],
                            chosen=result["chosen"])
         else:
             summary.update(_train(config, task, logger, progress, ckpt, config_json, loop_state))
         summary["baselines"] = {}
-        for name in tqdm(config.baselines, desc="baselines", disable=not progress):
+        for name in tqdm(task.baselines, desc="baselines", disable=not progress):
             summary["baselines"][name] = task.fit_baseline(name)
         for part in ("validation", "test"):
             logger.log(summary.get("step", 0), f"final_{part}", summary[part])
@@ -223,8 +229,9 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
         shares = None
     inputs = place(task.inputs)
     key = jax.random.key(config.seed)
-    metric = task.selection_metric
-    best = {"score": -np.inf, "step": 0, "params": jax.tree.map(np.array, params)}
+    selection = task.selection
+    metric = selection.name
+    best = {"score": selection.worst, "step": 0, "params": jax.tree.map(np.array, params)}
     first = 0
     if loop_state is not None:
         template = {"params": params, "opt_state": opt_state, "best_params": best["params"],
@@ -236,7 +243,7 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                 "params": state["best_params"]}
         first = loop_state["step"]
     params, opt_state = place((params, opt_state))
-    batches = task.train_batches(config.seed, start_step=first, shares=shares)
+    batches = train_batches(task, config.seed, start_step=first, shares=shares)
     description = task.describe()
 
     def save(step):
@@ -262,9 +269,10 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
             if step % t.eval_every == 0 or step == t.num_steps:
                 with clock.paused(stats):
                     val = task.metrics("validation", predict(predict_step, params, task,
-                                                             "validation", inputs, shares))
+                                                             "validation", config.seed, inputs,
+                                                             shares))
                 logger.log(step, "validation", val)
-                if val[metric] > best["score"]:
+                if selection.better(val[metric], best["score"]):
                     best = {"score": val[metric], "step": step,
                             "params": jax.tree.map(np.array, params)}
                 bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
@@ -282,9 +290,10 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     return {
         "step": t.num_steps,
         "selected_step": best["step"],
-        "validation": task.metrics("validation",
-                                   predict(predict_step, chosen, task, "validation", inputs, shares)),
-        "test": task.metrics("test", predict(predict_step, chosen, task, "test", inputs, shares)),
+        "validation": task.metrics("validation", predict(predict_step, chosen, task, "validation",
+                                                         config.seed, inputs, shares)),
+        "test": task.metrics("test", predict(predict_step, chosen, task, "test", config.seed,
+                                             inputs, shares)),
         "num_params": int(sum(x.size for x in jax.tree.leaves(best["params"]))),
         "compilations": {"train_step": train_step._cache_size(),
                          "predict_step": predict_step._cache_size()},

@@ -16,10 +16,11 @@ def make_optimizer(train: ml_collections.ConfigDict) -> tuple[optax.GradientTran
     return tx, schedule
 
 
-def apply_gradients(tx, params, opt_state, grads, loss):
-    """One optimizer update, with the statistics every step logs (shared by all step kinds)."""
+def apply_gradients(tx, params, opt_state, grads, loss, aux=None):
+    """One optimizer update, with the statistics every step logs (shared by all step kinds):
+    the loss, the task's auxiliary scalars `aux`, and gradient, update and parameter norms."""
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    stats = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+    stats = {"loss": loss, **(aux or {}), "grad_norm": optax.tree.norm(grads),
              "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params)}
     return params, opt_state, stats

@@ -190,10 +190,10 @@ def make_parallel_steps(task, graphdef, rest, tx, mesh: Mesh):
             return task.loss(nnx.merge(graphdef, p, rest), inputs, batch, key)
 
         # Per-device gradients, as under pmap (see the module docstring), then their mean.
-        loss, grads = jax.value_and_grad(loss_fn)(jax.lax.pcast(params, AXIS, to="varying"))
-        grads = jax.lax.pmean(grads, AXIS)
-        loss = jax.lax.pmean(loss, AXIS)
-        return apply_gradients(tx, params, opt_state, grads, loss)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            jax.lax.pcast(params, AXIS, to="varying"))
+        grads, loss, aux = jax.lax.pmean((grads, loss, aux), AXIS)
+        return apply_gradients(tx, params, opt_state, grads, loss, aux)
 
     def local_predict_step(params, inputs, batch):
         batch = jax.tree.map(lambda x: x[0], batch)

@@ -1,0 +1,172 @@
+"""The cell-graph task and its models: shared-topology batching, runs, resume, baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from perturbjax.cli import main
+from perturbjax.config import apply_overrides, load_config
+from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
+from perturbjax.graph.topology import Topology
+from perturbjax.models.cells import LAYERS, READOUTS, CellGraphClassifier
+from perturbjax.tasks.cells import disjoint_copies
+from perturbjax.train import loop
+from perturbjax.train.loop import train_and_evaluate
+from tosg_data import tree_digest, write_dataset
+
+EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "tosg_celltype.py")
+
+
+def _graph(n=12, e=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return HeteroGraph({"node": NodeSet(np.arange(n).astype(str))},
+                       {EdgeType("node", "interacts", "node"):
+                        EdgeSet(rng.integers(0, n, e), rng.integers(0, n, e))})
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_shared_topology_and_disjoint_padded_copies_give_the_same_logits(layer, readout):
+    n, b = 12, 5
+    graph = _graph(n)
+    model = CellGraphClassifier(3, text_dim=4, num_nodes=n, layer=layer, hidden=8, heads=2,
+                                readout=readout, node_embedding=True, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(1)
+    values = jnp.asarray(rng.standard_normal((n, b)), jnp.float32)
+    text = jnp.asarray(rng.standard_normal((n, 4)), jnp.float32)
+    shared = Topology.build(graph, sparse=True).to_device()
+    expected = model(values, text, shared)  # [B, K], each edge once per batch
+    topo, node_graph = disjoint_copies(graph, b, pad_nodes=5, pad_edges=7, sparse=True)
+    flat = jnp.concatenate([values.T.reshape(-1), jnp.full(5, 1e3)])[:, None]  # padding: junk
+    text_copies = jnp.concatenate([jnp.tile(text, (b, 1)), jnp.full((5, 4), 1e3)])
+    got = model(flat, text_copies, topo.to_device(), node_graph=jnp.asarray(node_graph),
+                num_graphs=b)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+    if readout != "attention":  # the gene-level view adds up to the logits
+        parts = model.node_contributions(values, text, shared)
+        np.testing.assert_allclose(parts.sum(1) + model.head.bias[...], expected, rtol=1e-5,
+                                   atol=1e-5)
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "tosg"
+    write_dataset(path)
+    return path
+
+
+def _config(root, *overrides):
+    return apply_overrides(load_config(f"{EXPERIMENT}:test"),
+                           [f"data.root={root}", *overrides])
+
+
+def test_cli_run_writes_macro_f1_for_model_and_baselines_and_leaves_the_root(root, tmp_path,
+                                                                              capsys):
+    before = tree_digest(root)
+    main(["train", "--config", f"{EXPERIMENT}:test", "--workdir", str(tmp_path / "run"),
+          "--no-progress", f"--config.data.root={root}", "--config.train.num_steps=40",
+          "--config.model.name=gat"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert tree_digest(root) == before
+    assert summary["task"] == "cells" and summary["selection_metric"] == "macro_f1"
+    assert summary["split"]["kind"] == "donor" and summary["dropped_unknown_label"] == 3
+    for result in [summary] + list(summary["baselines"].values()):
+        for part in ("validation", "test"):
+            assert 0 <= result[part]["macro_f1"] <= 1
+            assert set(result[part]["per_class"]) == {"B cell", "Monocyte", "T cell"}
+    # The classes show in the expression (generated that way): model and logistic
+    # regression beat the majority class.
+    assert summary["baselines"]["logreg"]["test"]["macro_f1"] > 0.8
+    assert summary["test"]["macro_f1"] > summary["baselines"]["majority"]["test"]["macro_f1"]
+    assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    meta_donors = np.array([f"d{i % 8}" for i in range(120)])[split["samples"]]
+    parts = {p: set(meta_donors[np.searchsorted(np.arange(len(meta_donors)), split[p])])
+             for p in ("train", "validation", "test")}
+    assert not parts["train"] & parts["test"] and not parts["validation"] & parts["test"]
+    assert "macro_f1" in capsys.readouterr().out
+
+
+def test_unknown_donors_are_said_and_split_stratified(root, tmp_path):
+    import pandas as pd
+
+    meta = pd.read_parquet(root / "cell_metadata_with_mappings.parquet")
+    meta.drop(columns="donor_id").to_parquet(root / "cell_metadata_with_mappings.parquet")
+    summary = train_and_evaluate(_config(root, "baselines=[]"), str(tmp_path / "run"),
+                                 progress=False)
+    assert summary["split"]["kind"] == "stratified_random"
+    assert "names no donors" in summary["split"]["note"]
+
+
+def test_a_cell_graph_run_resumes_exactly(root, tmp_path, monkeypatch):
+    config = _config(root, "train.num_steps=9", "train.checkpoint.every=3", "baselines=[]")
+    reference = train_and_evaluate(config, str(tmp_path / "reference"), progress=False)
+
+    real = loop.train_batches
+
+    def crash_after_step_4(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 4:
+                raise KeyboardInterrupt  # a crash after the step-3 checkpoint
+            yield batch
+
+    monkeypatch.setattr(loop, "train_batches", crash_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
+    monkeypatch.setattr(loop, "train_batches", real)
+    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), progress=False)
+    assert resumed["resumed_from_step"] == 3
+    for key in ("validation", "test", "selected_step"):
+        assert resumed[key] == reference[key], key
+
+
+def test_bad_config_values_name_the_key(root, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", f"{EXPERIMENT}:test", "--workdir", str(tmp_path / "run"),
+              f"--config.data.root={root}", "--config.data.label_column=organism"])
+    assert e.value.code == 2 and "no column 'organism'" in str(e.value)
+    with pytest.raises(ValueError, match="config key data.root"):
+        train_and_evaluate(_config(""), str(tmp_path / "other"), progress=False)
+
+
+PARALLEL_SCRIPT = """
+import json, sys
+import jax
+from perturbjax.config import apply_overrides, load_config
+from perturbjax.train.loop import train_and_evaluate
+assert jax.device_count() == 2, jax.devices()
+experiment, root, workdir = sys.argv[1:4]
+base = [f"data.root={root}", "model.dropout=0.0", "train.batch_size=8", "train.num_steps=6",
+        "train.log_every=1", "baselines=[]"]
+out = {}
+for name, extra in (("single", []), ("parallel", ["train.data_parallel=True"])):
+    config = apply_overrides(load_config(experiment + ":test"), base + extra)
+    summary = train_and_evaluate(config, f"{workdir}/{name}", progress=False)
+    with open(f"{workdir}/{name}/metrics.jsonl") as f:
+        losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
+    out[name] = {"losses": losses, "test": summary["test"]["macro_f1"],
+                 "compilations": summary["compilations"]}
+print(json.dumps(out))
+"""
+
+
+def test_data_parallel_cell_graph_steps_match_the_single_device_run(root, tmp_path):
+    """2 CPU devices, 4 samples each, on the replicated shared topology: the 1-device losses."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", PARALLEL_SCRIPT, EXPERIMENT, str(root),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["parallel"]["losses"], out["single"]["losses"], rtol=1e-4)
+    assert out["parallel"]["compilations"] == {"train_step": 1, "predict_step": 1}
