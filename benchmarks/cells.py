@@ -109,7 +109,7 @@ def _run(spec: dict) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| graph | path | B | s/step | peak GiB | speed-up vs shared | memory vs shared |",
+    lines = ["| graph | path | B | s/step | peak GiB | time vs shared | memory vs shared |",
              "|---|---|---:|---:|---:|---:|---:|"]
     shared = {r["graph"]: r for r in results if r["path"] == "shared" and "error" not in r}
     for r in results:
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
         write_section(path, section, text + f"\n\nMeasured by `{command}` on {os.cpu_count()} "
                       f"CPU cores: {args.layer.upper()}, 2 layers, width {args.hidden}, "
                       f"median of {args.steps} training steps (forward, backward, Adam) after "
-                      f"the first; peak memory is each case's process peak RSS.")
+                      f"the first (2 at OmniCellTOSG's size); peak memory is each case's "
+                      f"process peak RSS.")
     return 0
 
 

@@ -4,9 +4,12 @@ r"""Cell-type classification on a cell text-omic signalling graph dataset (OmniC
     perturbjax tosg build --h5ad ../shared/data/singlecell/pbmc68k_reduced.h5ad \
       --network ../shared/data/ppi/protein-interactions.txt.gz \
       --label-columns bulk_labels=CMT_name louvain phase --out data/pbmc68k_tosg
-    # one run per model and seed (workdirs ROOT/model=NAME,seed=S through the launcher):
-    perturbjax launch --config experiments/tosg_celltype.py --sweep --root runs/tosg_celltype \
-      --target local --config.data.root=data/pbmc68k_tosg
+    # three seeds of each model (workdirs runs/tosg_celltype/MODEL/seed=S), then the table
+    for m in gcn gat gin transformer; do
+      perturbjax launch --config experiments/tosg_celltype.py:model=$m --sweep \
+        --root runs/tosg_celltype/$m --target local --config.data.root=data/pbmc68k_tosg
+    done
+    perturbjax compare runs/tosg_celltype/{gcn,gat,gin,transformer} --write README.md:tosg_celltype
 
 Any dataset in the layout works unchanged: `--config.data.root=ROOT
 --config.data.label_column=COL` (a metadata column or an alias: cell_type, disease, sex, age,
@@ -21,7 +24,6 @@ Variants: model=NAME (gcn, gat, gin, transformer, or a baseline), seed=S, test.
 from perturbjax.config import parse_arg
 from perturbjax.tasks.cells import base_config
 
-MODELS = ("gcn", "gat", "gin", "transformer")
 SEEDS = (0, 1, 2)
 
 
@@ -31,8 +33,10 @@ def get_config(arg=None):
     c.seed = arg.seed
     c.data.label_column = "cell_type"
     c.model.name = arg.model
-    c.model.hidden = 32
-    c.model.num_layers = 2
+    # Chosen on validation macro-F1 (seed 0, GCN, pbmc68k_reduced): width 64 over 32, and one
+    # layer (0.72) over two (0.69); logistic regression scored 0.75 there.
+    c.model.hidden = 64
+    c.model.num_layers = 1
     c.model.heads = 2
     c.model.node_embedding = True  # genes are the same nodes in every split
     c.train.num_steps = 300
@@ -49,5 +53,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-    """Every graph model over three seeds."""
-    return [[f"model.name={m}", f"seed={s}"] for m in MODELS for s in SEEDS]
+    """Three seeds (each its own split, initialisation and baselines)."""
+    return [[f"seed={s}"] for s in SEEDS]
