@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -49,6 +48,10 @@ def test_shared_topology_and_disjoint_padded_copies_give_the_same_logits(layer, 
     got = model(flat, text_copies, topo.to_device(), node_graph=jnp.asarray(node_graph),
                 num_graphs=b)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+    # GCN and GIN aggregate the per-sample and per-node parts of the input apart: the same
+    # numbers as aggregating the fused input.
+    fused = model(values, text, shared, split_input=False)
+    np.testing.assert_allclose(fused, expected, rtol=2e-5, atol=2e-5)
     if readout != "attention":  # the gene-level view adds up to the logits
         parts = model.node_contributions(values, text, shared)
         np.testing.assert_allclose(parts.sum(1) + model.head.bias[...], expected, rtol=1e-5,
@@ -92,6 +95,10 @@ def test_cli_run_writes_macro_f1_for_model_and_baselines_and_leaves_the_root(roo
              for p in ("train", "validation", "test")}
     assert not parts["train"] & parts["test"] and not parts["validation"] & parts["test"]
     assert "macro_f1" in capsys.readouterr().out
+    main(["compare", str(tmp_path / "run")])  # the task's own metrics are the table's columns
+    table = capsys.readouterr().out
+    assert "| model | runs | macro_f1 | accuracy | balanced_accuracy |" in table
+    assert "run: baseline logreg" in table
 
 
 def test_unknown_donors_are_said_and_split_stratified(root, tmp_path):
@@ -170,3 +177,33 @@ def test_data_parallel_cell_graph_steps_match_the_single_device_run(root, tmp_pa
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["parallel"]["losses"], out["single"]["losses"], rtol=1e-4)
     assert out["parallel"]["compilations"] == {"train_step": 1, "predict_step": 1}
+
+
+def test_sigterm_saves_a_cell_graph_run_which_then_resumes(root, tmp_path):
+    """SIGTERM during training: a checkpoint, exit status 0, no summary; the rerun finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "perturbjax.cli", "train", "--config", f"{EXPERIMENT}:test",
+           "--workdir", str(workdir), "--no-progress", f"--config.data.root={root}",
+           "--config.train.num_steps=1000", "--config.train.checkpoint.every=250",
+           "--config.train.log_every=1", "--config.train.eval_every=250", "--config.baselines=[]"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    metrics = workdir / "metrics.jsonl"
+    while not (metrics.exists() and '"step": 5, "split": "train"' in metrics.read_text()):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    stopped = next(r["checkpoint_step"] for r in records if r["split"] == "preempted")
+    assert not (workdir / "summary.json").exists() and "rerun the same command" in output
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["resumed_from_step"] == stopped and summary["step"] == 1000

@@ -28,7 +28,7 @@ def write_dataset(root, *, num_nodes: int = 40, expression_columns: int = 30,
     for c in range(len(CELL_TYPES)):
         x[label == c, 5 * c:5 * c + 5] += 6.0
     shard_of = rng.integers(0, 2, samples)
-    files, rows = [], []
+    files = []
     for s in range(2):
         members = np.flatnonzero(shard_of == s)
         np.save(os.path.join(root, "expression_matrix", f"shard{s}.npy"), x[members])
@@ -57,8 +57,9 @@ def write_dataset(root, *, num_nodes: int = 40, expression_columns: int = 30,
     np.save(os.path.join(root, "edge_index.npy"), np.stack([src, dst]))
     np.save(os.path.join(root, "internal_edge_index.npy"), np.zeros((2, 0), np.int64))
     np.save(os.path.join(root, "ppi_edge_index.npy"), np.stack([dst[:20], src[:20]]))
-    np.save(os.path.join(root, "x_name_emb.npy"), rng.standard_normal((num_nodes, 8)).astype(np.float32))
-    np.save(os.path.join(root, "x_desc_emb.npy"), rng.standard_normal((num_nodes, 1)).astype(np.float32))
+    for name, width in (("x_name_emb", 8), ("x_desc_emb", 1)):
+        np.save(os.path.join(root, f"{name}.npy"),
+                rng.standard_normal((num_nodes, width)).astype(np.float32))
     names = [f"GENE{i}" for i in range(num_nodes)]
     pd.DataFrame({"name": names}).to_csv(os.path.join(root, "s_name.csv"), index=False)
     pd.DataFrame({"gene": names[:10], "columns": [f"{i};{i + 30}" for i in range(10)]}).to_csv(

@@ -47,10 +47,17 @@ class GCNLayer(nnx.Module):
     def __init__(self, in_dim: int, out_dim: int, *, rngs: nnx.Rngs):
         self.linear = nnx.Linear(in_dim, out_dim, rngs=rngs)
 
-    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+    def aggregate(self, h: jax.Array, topology: Topology) -> jax.Array:
+        """The linear part, `A h` (any trailing shape)."""
         w, self_w = gcn_weights(topology)
-        agg = propagate(topology, h, w) + h * self_w.reshape((-1,) + (1,) * (h.ndim - 1))
-        return self.linear(agg)  # aggregate, then transform: d_in <= d_out moves fewer bytes
+        return propagate(topology, h, w) + h * self_w.reshape((-1,) + (1,) * (h.ndim - 1))
+
+    def transform(self, agg: jax.Array) -> jax.Array:
+        return self.linear(agg)
+
+    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+        # aggregate, then transform: d_in <= d_out moves fewer bytes
+        return self.transform(self.aggregate(h, topology))
 
 
 class GINLayer(nnx.Module):
@@ -61,9 +68,15 @@ class GINLayer(nnx.Module):
         self.mlp1 = nnx.Linear(in_dim, out_dim, rngs=rngs)
         self.mlp2 = nnx.Linear(out_dim, out_dim, rngs=rngs)
 
-    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
-        agg = propagate(topology, h) + (1.0 + self.eps[...]) * h
+    def aggregate(self, h: jax.Array, topology: Topology) -> jax.Array:
+        """The linear part, `(1 + eps) h_i + sum_j h_j` (any trailing shape)."""
+        return propagate(topology, h) + (1.0 + self.eps[...]) * h
+
+    def transform(self, agg: jax.Array) -> jax.Array:
         return self.mlp2(jax.nn.relu(self.mlp1(agg)))
+
+    def __call__(self, h: jax.Array, topology: Topology) -> jax.Array:
+        return self.transform(self.aggregate(h, topology))
 
 
 class GATLayer(nnx.Module):
@@ -161,19 +174,33 @@ class CellGraphClassifier(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
 
     def node_states(self, values: jax.Array, text: jax.Array | None, topology: Topology,
-                    *, rngs: nnx.Rngs | None = None, deterministic: bool = True) -> jax.Array:
-        """`[N, S, hidden]` node states from omic values `[N, S]` (S samples on the graph)."""
-        h = self.value_in(values[..., None])
-        per_node = 0.0
+                    *, rngs: nnx.Rngs | None = None, deterministic: bool = True,
+                    split_input: bool = True) -> jax.Array:
+        """`[N, S, hidden]` node states from omic values `[N, S]` (S samples on the graph).
+
+        The input is `h0[n, s] = x[n, s] w_v + k[n]`, `k` the per-node part (bias, text, node
+        vector), the same for every sample. A first layer whose aggregation is linear (GCN,
+        GIN) aggregates the two parts apart, `A h0 = (A x) w_v + A k`: one scalar per sample
+        and node, and `k` once per batch instead of once per sample (`split_input=False`
+        aggregates `h0` itself; the same numbers)."""
+        mask = topology.node_mask
+        x = jnp.where(mask[:, None], values, 0.0)
+        width = self.value_in.kernel.shape[1]
+        k = jnp.broadcast_to(self.value_in.bias[...], (x.shape[0], width))
         if self.text_in is not None:
-            per_node = per_node + self.text_in(text)
+            k = k + self.text_in(text)
         if self.embedding is not None:
-            per_node = per_node + self.embedding(self._node_ids(h))
-        if self.text_in is not None or self.embedding is not None:
-            h = h + per_node[:, None, :]
-        h = jnp.where(_node_mask(topology, h), h, 0.0)
-        for layer in self.layers:
-            out = jax.nn.relu(layer(h, topology))
+            k = k + self.embedding(self._node_ids(x))
+        k = jnp.where(mask[:, None], k, 0.0)
+        w_v = self.value_in.kernel[...][0]
+        h = x[..., None] * w_v + k[:, None, :]
+        for i, layer in enumerate(self.layers):
+            if i == 0 and split_input and hasattr(layer, "aggregate"):
+                agg = layer.aggregate(x, topology)[..., None] * w_v \
+                    + layer.aggregate(k, topology)[:, None, :]
+                out = jax.nn.relu(layer.transform(agg))
+            else:
+                out = jax.nn.relu(layer(h, topology))
             out = self.dropout(out, rngs=rngs, deterministic=deterministic)
             h = jnp.where(_node_mask(topology, out), out + h, 0.0)
         return h
@@ -199,10 +226,12 @@ class CellGraphClassifier(nnx.Module):
 
     def __call__(self, values: jax.Array, text: jax.Array | None, topology: Topology, *,
                  node_graph: jax.Array | None = None, num_graphs: int = 1,
-                 rngs: nnx.Rngs | None = None, deterministic: bool = True) -> jax.Array:
+                 rngs: nnx.Rngs | None = None, deterministic: bool = True,
+                 split_input: bool = True) -> jax.Array:
         """Class logits `[G * S, K]`: shared graph (`num_graphs` 1, values `[N, B]`) -> `[B, K]`;
         disjoint copies (`node_graph` their ids, values `[N_total, 1]`) -> `[G, K]`."""
-        h = self.node_states(values, text, topology, rngs=rngs, deterministic=deterministic)
+        h = self.node_states(values, text, topology, rngs=rngs, deterministic=deterministic,
+                             split_input=split_input)
         if node_graph is None:
             node_graph = jnp.zeros(h.shape[0], jnp.int32)
         if self.readout == "genes":
