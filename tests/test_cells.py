@@ -207,3 +207,42 @@ def test_sigterm_saves_a_cell_graph_run_which_then_resumes(root, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["resumed_from_step"] == stopped and summary["step"] == 1000
+
+
+def test_two_processes_train_a_cell_graph_run_like_one_process_of_two_devices(root, tmp_path):
+    """Multi-host: 2 processes x 1 device give the losses and test scores of 1 x 2 devices."""
+    import subprocess
+    import sys
+
+    from test_multihost import _free_port, _records, _wait_all
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overrides = [f"--config.data.root={root}", "--config.model.dropout=0.0",
+                 "--config.train.batch_size=8", "--config.train.num_steps=6",
+                 "--config.train.log_every=1", "--config.baselines=[]",
+                 "--config.train.data_parallel=True"]
+
+    def start(workdir, name, devices, *flags):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                   JAX_PLATFORMS="cpu",
+                   PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+        log = tmp_path / f"{name}.log"
+        cmd = [sys.executable, "-m", "perturbjax.cli", "train", "--config", f"{EXPERIMENT}:test",
+               "--workdir", str(workdir), "--no-progress", *flags, *overrides]
+        with open(log, "w") as f:
+            return subprocess.Popen(cmd, env=env, cwd=repo, stdout=f, stderr=subprocess.STDOUT), log
+
+    address = f"127.0.0.1:{_free_port()}"
+    procs = {"single": start(tmp_path / "single", "single", 2)}
+    procs.update({f"process {i}": start(tmp_path / "multi", f"process{i}", 1,
+                                        "--coordinator-address", address,
+                                        "--num-processes", "2", "--process-id", str(i))
+                  for i in range(2)})
+    _wait_all(procs)
+    single, multi = (json.loads((tmp_path / d / "summary.json").read_text())
+                     for d in ("single", "multi"))
+    losses = [[r["loss"] for r in _records(tmp_path / d) if r["split"] == "train"]
+              for d in ("single", "multi")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert multi["host"]["processes"] == 2
+    assert multi["test"]["macro_f1"] == pytest.approx(single["test"]["macro_f1"], abs=1e-6)

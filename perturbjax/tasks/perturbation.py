@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+
 import jax
 import jax.numpy as jnp
 import ml_collections
