@@ -246,3 +246,34 @@ def test_two_processes_train_a_cell_graph_run_like_one_process_of_two_devices(ro
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     assert multi["host"]["processes"] == 2
     assert multi["test"]["macro_f1"] == pytest.approx(single["test"]["macro_f1"], abs=1e-6)
+
+
+def test_a_cell_graph_run_logs_to_wandb_and_launches_as_a_sweep(root, tmp_path, monkeypatch,
+                                                                 capsys):
+    import sys
+    import types
+
+    logged, init = [], {}
+
+    class FakeRun:
+        def log(self, metrics, step):
+            logged.append((step, metrics))
+
+        def finish(self):
+            pass
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: init.update(kwargs) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    config = _config(root, "wandb.mode=offline", "baselines=[]")
+    train_and_evaluate(config, str(tmp_path / "run"), experiment="tosg_celltype",
+                       variant="test", progress=False)
+    assert init["group"] == "tosg_celltype" and init["job_type"] == "test"
+    keys = {k for _, metrics in logged for k in metrics}
+    assert {"train/loss", "train/accuracy", "validation/macro_f1", "final_test/macro_f1"} <= keys
+    main(["launch", "--config", f"{EXPERIMENT}:model=gat", "--sweep", "--root",
+          str(tmp_path / "sweep"), "--target", "local", "--dry-run", f"--config.data.root={root}"])
+    commands = [line for line in capsys.readouterr().out.splitlines() if "perturbjax" in line
+                and " train " in line]
+    assert len(commands) == 3 and all("model=gat" in c for c in commands)
+    assert [f"seed={s}" in c for s, c in zip((0, 1, 2), commands)] == [True] * 3
