@@ -139,6 +139,9 @@ def test_bad_config_values_name_the_key(root, tmp_path):
         main(["train", "--config", f"{EXPERIMENT}:test", "--workdir", str(tmp_path / "run"),
               f"--config.data.root={root}", "--config.data.label_column=organism"])
     assert e.value.code == 2 and "no column 'organism'" in str(e.value)
+    with pytest.raises(ValueError, match="config key data.edge_files"):  # a typo'd file name
+        train_and_evaluate(_config(root, "data.edge_files=['ppi_edges']"), str(tmp_path / "x"),
+                           progress=False)
     with pytest.raises(ValueError, match="config key data.root"):
         train_and_evaluate(_config(""), str(tmp_path / "other"), progress=False)
 

@@ -205,6 +205,9 @@ def test_converter_round_trip_on_the_pbmc68k_file(tmp_path):
     assert d.donors() is None  # pbmc68k_reduced names no donors
     with pytest.raises(TOSGError, match="exists and is not empty"):
         build_from_anndata(PBMC, PPI, str(out))
+    with pytest.raises(TOSGError, match="--text-dim 0"):
+        build_from_anndata(PBMC, PPI, str(tmp_path / "other"), text_dim=0)
+    assert not (tmp_path / "other").exists()
 
 
 def test_tosg_cli_builds_summarises_and_fails_in_one_line(tmp_path, capsys):

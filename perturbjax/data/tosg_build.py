@@ -129,6 +129,8 @@ def build_from_anndata(h5ad: str, network: str, out: str, *, network_format: str
     """
     if not os.path.isfile(h5ad):
         raise TOSGError(f"{h5ad}: no such file")
+    if text_dim < 1 or shard_rows < 1:
+        raise TOSGError(f"--text-dim {text_dim} and shard rows {shard_rows}: expected >= 1")
     if os.path.isdir(out) and os.listdir(out):
         raise TOSGError(f"{out}: exists and is not empty (choose a new --out directory)")
     with warnings.catch_warnings():  # anndata's notes on older files' encodings

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from perturbjax.data.splits import donor_split, stratified_split
-from perturbjax.data.tosg import TOSGDataset, TOSGError
+from perturbjax.data.tosg import EDGE_FILES, EMBEDDING_FILES, TOSGDataset, TOSGError
 from perturbjax.eval.metrics import classification_metrics
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 from perturbjax.graph.topology import Topology
@@ -87,6 +87,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("data.label_column", lambda v: isinstance(v, str) and v != "", "a metadata column")
     need("data.conditions", lambda v: all(isinstance(x, str) and "=" in x for x in v),
          "a list of 'column=value' or 'column=v1|v2' strings")
+    need("data.edge_files", lambda v: set(v) <= set(EDGE_FILES),
+         f"names from {EDGE_FILES} (the layout's edge files, without .npy)")
+    need("data.embedding_files", lambda v: set(v) <= set(EMBEDDING_FILES),
+         f"names from {EMBEDDING_FILES} (the layout's node embeddings, without .npy)")
     need("data.split", lambda v: v in SPLITS, f"one of {SPLITS}")
     need("data.normalize", lambda v: v in NORMALIZATIONS, f"one of {NORMALIZATIONS}")
     need("data.balance", lambda v: v in BALANCING, f"one of {BALANCING}")
