@@ -11,7 +11,10 @@
         [--repo-dir ~/perturbjax] [--setup "..."] [--execute]
         (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
         from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
-    perturbjax compare RUNS_DIR [RUNS_DIR ...] [--part test|validation] [--metrics a,b,...]
+    perturbjax compare ROOT [ROOT ...] [--part test|validation] [--metrics a,b,...]
+        [--paired ROW] [--out DIR] [--write FILE:SECTION]
+        (groups the runs under the roots, prints a table with 95% intervals and paired tests,
+        writes comparison.csv, comparison.md and comparison_forest.png; see eval/compare.py)
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
     perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
         [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
@@ -38,8 +41,8 @@ import sys
 from typing import NoReturn
 
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.eval.compare import (DEFAULT_METRICS, comparison_table, load_summaries,
-                                     provenance, write_section)
+from perturbjax.eval.compare import (DEFAULT_METRICS, compare, group_runs, load_runs, markdown,
+                                     provenance, write_outputs, write_section)
 from perturbjax.runtime import tune_host_allocator
 
 
@@ -148,15 +151,26 @@ def _print_table(summary: dict) -> None:
 def _compare(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
-    groups = {os.path.basename(os.path.normpath(d)): load_summaries(d) for d in args.runs}
     try:
+        groups, reference = group_runs(load_runs(args.runs))
         metrics = [m for m in args.metrics.split(",") if m] or None
-        table = comparison_table(groups, metrics=metrics, part=args.part,
-                                 paired=args.paired)
-    except ValueError as e:
+        paired = args.paired
+        if paired in groups:  # a group's label stands for its model's row
+            paired = f"{paired}: {groups[paired][0]['model']}"
+        elif paired is None and reference is not None:
+            paired = f"{reference}: {groups[reference][0]['model']}"
+        comparison = compare(groups, metrics=metrics, part=args.part, reference=paired)
+        table = markdown(comparison)
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"perturbjax compare: {e}")
+    print(table)
+    out = args.out or args.runs[0]
+    try:
+        paths = write_outputs(comparison, out)
+    except OSError as e:
+        raise SystemExit(f"perturbjax compare: cannot write to --out {out}: {e}")
+    print(f"wrote {', '.join(paths)}")
     if not args.write:
-        print(table)
         return
     path, _, section = args.write.rpartition(":")
     if not path or not section:
@@ -372,19 +386,28 @@ def main(argv: list[str] | None = None) -> None:
     launch.add_argument("--execute", action="store_true",
                         help="tpu-vm: run the gcloud lines (default: print them)")
     compare = commands.add_parser(
-        "compare", help="table of runs' metrics, mean ± sd over the runs in each directory",
-        description="Markdown table of the model and baselines of every run directory given; "
-                    "each directory's summary.json files (searched recursively, e.g. one per "
-                    "seed) are one group, reported as mean ± sd.")
-    compare.add_argument("runs", nargs="+", help="directories holding summary.json files")
+        "compare", help="compare runs: 95%% intervals, paired differences and tests, plots",
+        description="Reads every run (summary.json, searched recursively) under the roots and "
+                    "groups them: runs whose configs differ only in seed and data.fold are one "
+                    "group, named by what differs between groups (an ablation sweep: "
+                    "graph.ablation), or by root when each root holds one group. Prints a "
+                    "Markdown table (mean ± 95%% t-interval per group and metric; with a "
+                    "reference row, the paired difference, its interval, a paired t-test and "
+                    "Holm-adjusted p-values, rows sorted by effect) and writes comparison.csv, "
+                    "comparison.md and comparison_forest.png to --out.")
+    compare.add_argument("runs", nargs="+", metavar="ROOT",
+                         help="directories holding run directories (summary.json files)")
     compare.add_argument("--part", default="test", choices=("test", "validation"))
     compare.add_argument("--metrics", default="",
                          help="comma-separated metric names (default: the runs' task's "
                               f"report metrics; perturbation runs: {','.join(DEFAULT_METRICS)})")
     compare.add_argument("--paired", metavar="ROW",
-                         help="add a column: each row's difference from row ROW (as printed, "
-                              "e.g. 'kg_ridge: baseline tanimoto_ridge') in the first metric, "
-                              "mean ± sd over runs paired by seed and fold")
+                         help="the reference of the paired differences: a row as printed (e.g. "
+                              "'kg_ridge: baseline tanimoto_ridge') or a group's name (its "
+                              "model's row); default: the ablation sweep's 'none' group, if any")
+    compare.add_argument("--out", metavar="DIR",
+                         help="where comparison.csv, .md and the forest plot go (default: the "
+                              "first ROOT)")
     compare.add_argument("--write", metavar="FILE:SECTION",
                          help="write the table, with the runs' hardware, wall time and this "
                               "command, between <!-- results:SECTION --> and "

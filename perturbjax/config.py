@@ -16,6 +16,7 @@ import copy
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -90,20 +91,27 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load_sweep(spec: str) -> list[list[str]]:
+def load_sweep(spec: str, *, strict: bool = True) -> list[list[str]]:
     """Returns ``get_sweep()`` from a config file: one list of strings per run.
+
+    A ``get_sweep(arg)`` that takes a parameter receives the spec's ``:ARG`` (None without
+    one), so a variant such as ``:test`` can shrink the sweep as it shrinks each run. For one
+    that takes none, an ``:ARG`` is an error, or ignored with ``strict=False`` (the launcher's
+    case: the variant still reaches every run's config).
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if ``spec`` carries an ``:ARG`` (``get_sweep`` takes none, and
-            silently dropping it would run a different sweep than asked for).
+        ValueError: if ``spec`` carries an ``:ARG`` that ``get_sweep`` takes no parameter
+            for (silently dropping it would run a different sweep than asked for).
         ImportError: if the file defines no ``get_sweep``.
         TypeError: if ``get_sweep`` does not return a list of lists of strings.
     """
     path, arg = _split_spec(spec)
-    if arg is not None:
-        raise ValueError(f"load_sweep takes a config path without ':ARG', got {spec!r}")
-    sweep = _get_function(path, "get_sweep")()
+    fn = _get_function(path, "get_sweep")
+    takes_arg = bool(inspect.signature(fn).parameters)
+    if arg is not None and not takes_arg and strict:
+        raise ValueError(f"get_sweep() in {path} takes no variant, got {spec!r} (':ARG')")
+    sweep = fn(arg) if takes_arg else fn()
     if not isinstance(sweep, (list, tuple)) or not all(
         isinstance(run, (list, tuple)) and all(isinstance(s, str) for s in run)
         for run in sweep
@@ -167,8 +175,8 @@ def describe_experiment(spec: str, config: ml_collections.ConfigDict) -> str:
     module = _import_file(path)
     parts = [f"# {path}", (module.__doc__ or "(no docstring)").strip()]
     if callable(getattr(module, "get_sweep", None)):
-        parts.append(f"get_sweep(): {len(load_sweep(path))} runs "
-                     f"(perturbjax launch --config {path} --sweep --dry-run lists them)")
+        parts.append(f"get_sweep(): {len(load_sweep(spec, strict=False))} runs "
+                     f"(perturbjax launch --config {spec} --sweep --dry-run lists them)")
     parts.append(f"# resolved config of {spec} (override any key with --config.KEY=VALUE)")
     parts.append(config_to_json(config))
     return "\n\n".join(parts)

@@ -10,13 +10,13 @@ over a command-line override of the same key. Every run's config is built here b
 starts, so a typo fails before the first run.
 
 Names. Run i's workdir is `ROOT/NAME`, NAME being its sweep overrides joined by "," (e.g.
-`ROOT/data.fold=2`, `ROOT/data.fold=2,seed=1`), or `default` for a run without sweep
-overrides. Characters other than letters, digits and `._=,+-` become `_`, and a name that had
-any replaced, starts with `.` or `-`, or is longer than 100 characters is cut to 100 characters
-and gets `-` plus the first 8 hex digits of the SHA-1 of the unmodified name, so names are
-deterministic and distinct runs never share a workdir (a sweep with two equal entries is an
-error). Command-line overrides are not part of the name: they are common to all runs, so give
-such a launch its own ROOT.
+`ROOT/data.fold=2`, `ROOT/data.fold=2,seed=1`, `ROOT/graph.ablation=drop:binds,seed=0`), or
+`default` for a run without sweep overrides. Characters other than letters, digits and
+`._=,+:-` become `_`, and a name that had any replaced, starts with `.` or `-`, or is longer
+than 100 characters is cut to 100 characters and gets `-` plus the first 8 hex digits of the
+SHA-1 of the unmodified name, so names are deterministic and distinct runs never share a
+workdir (a sweep with two equal entries is an error). Command-line overrides are not part of
+the name: they are common to all runs, so give such a launch its own ROOT.
 
 W&B. All runs share one group, the experiment file's name (`--group` to change it), and each
 run's job type is its variant and sweep overrides joined by "," (`test,data.fold=2`; W&B caps
@@ -62,7 +62,7 @@ from perturbjax.config import apply_overrides, load_config, load_sweep
 TARGETS = ("local", "tpu-vm")
 MAX_NAME = 100
 MAX_JOB_TYPE = 64  # W&B's limit
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+:-]")
 
 
 class LaunchError(Exception):
@@ -115,8 +115,8 @@ def expand(config_spec: str, root: str, *, sweep: bool = False,
     except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
         raise LaunchError(f"--config: {e}")
     try:
-        entries = load_sweep(_file(config_spec)) if sweep else [[]]
-    except (ImportError, TypeError) as e:
+        entries = load_sweep(config_spec, strict=False) if sweep else [[]]
+    except (ImportError, TypeError, ValueError) as e:
         raise LaunchError(f"--sweep: {e}")
     if not entries:
         raise LaunchError(f"get_sweep() in {_file(config_spec)} returned no runs")

@@ -117,7 +117,7 @@ def test_cli_trains_and_rejects_unknown_overrides(tmp_path, capsys, data_dir_unc
     assert not (tmp_path / "x").exists()  # nothing ran
 
 
-def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
+def test_compare_reports_mean_and_95_interval_over_runs(tmp_path, capsys):
     for seed, value in ((0, 0.5), (1, 0.7)):
         run = tmp_path / "exp" / f"seed{seed}"
         run.mkdir(parents=True)
@@ -127,8 +127,10 @@ def test_compare_reports_mean_and_sd_over_runs(tmp_path, capsys):
              "baselines": {"mean": {"test": {"pearson_centered": 0.0, "rmse": 2.0}}}}))
     cli.main(["compare", str(tmp_path / "exp"), "--metrics", "pearson_centered,rmse"])
     out = capsys.readouterr().out
-    assert "| exp: hetero_gat | 2 | 0.600 ± 0.141 | 1.000 ± 0.000 |" in out
+    # ± is the 95% t-interval's half-width: t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.1.
+    assert "| exp: hetero_gat | 2 | 0.600 ± 1.271 | 1.000 ± 0.000 |" in out
     assert "| exp: baseline mean | 2 | 0.000 ± 0.000 | 2.000 ± 0.000 |" in out
+    assert "mean ± the half-width of its 95% t-interval" in out
     with pytest.raises(SystemExit, match="no summary.json") as info:  # one line, exit 2
         cli.main(["compare", str(tmp_path / "missing")])
     assert info.value.code == 2
@@ -153,10 +155,13 @@ def test_compare_pairs_runs_by_seed_and_fold(tmp_path, capsys):
     cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "other"),
               "--metrics", "pearson_centered", "--paired", "cv: baseline zero"])
     out = capsys.readouterr().out
-    assert "| Δ pearson_centered vs cv: baseline zero |" in out
-    assert "| cv: kg_ridge | 2 | 0.500 ± 0.283 | 0.150 ± 0.071 |" in out
-    assert "| cv: baseline zero | 2 | 0.350 ± 0.212 | — |" in out
-    assert "| other: rgcn | 2 | 0.500 ± 0.566 | 0.150 ± 0.354 |" in out  # 0.9-0.5, 0.1-0.2
+    # The baseline only cv has is listed once, as "baseline zero"; cv's name for it still works.
+    assert "| Δ pearson_centered vs baseline zero | p | p (Holm) |" in out
+    # Differences 0.1 and 0.2: mean 0.15, half-width 12.706 * 0.0707 / sqrt(2).
+    assert "| cv: kg_ridge | 2 | 0.500 ± 2.541 | +0.150 ± 0.635 | 0.2 |" in out
+    assert "| baseline zero | 2 | 0.350 ± 1.906 | — | — | — |" in out
+    assert "| other: rgcn | 2 | 0.500 ± 5.082 | +0.150 ± 3.177 |" in out  # 0.9-0.5, 0.1-0.2
+    assert out.index("baseline zero |") < out.index("cv: kg_ridge")  # the reference first
     with pytest.raises(SystemExit, match="is not a row"):
         cli.main(["compare", str(tmp_path / "cv"), "--paired", "cv: baseline mean"])
     (tmp_path / "cv" / "fold1" / "summary.json").write_text(json.dumps(
@@ -181,7 +186,7 @@ def test_compare_writes_a_readme_section(tmp_path, capsys):
     cli.main(["compare", *args])
     text = readme.read_text()
     assert text.startswith("intro\n<!-- results:x -->\n| model |") and text.endswith("<!-- /results:x -->\noutro\n")
-    assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 0.141 |" in text
+    assert "old table" not in text and "| runs: rgcn | 2 | 0.300 ± 1.271 |" in text
     assert "2 runs on 2 CPU cores (JAX on CPU). Mean wall time per run" in text and "runs 20 s." in text
     pod = {"cpus": 96, "jax_backend": "tpu", "devices": ["TPU v4"], "processes": 4}
     assert provenance({"pod": [{"host": pod, "wall_time_s": 60}]}, "c").startswith(

@@ -1,36 +1,110 @@
-"""Tables of runs' test metrics, mean ± sd over the runs (seeds or folds) of each group.
+"""Comparisons of runs: per group and metric, the mean with a 95% confidence interval over the
+runs (seeds or folds), and paired differences to a reference with a paired test.
 
-Reads only `summary.json` files, so it works on run directories from anywhere, offline.
+    perturbjax compare ROOT [ROOT ...]   # prints the table, writes comparison.{csv,md,png}
+
+Runs are the `summary.json` files under the roots (`config.json` beside each says how it was
+configured). Groups: runs whose configs differ only in the replicate keys (`seed`,
+`data.fold`) and in settings that leave the model's scores alone (`baselines`, `wandb.*`) form
+one group, named by the keys that differ between groups (an ablation sweep's
+groups are named by `graph.ablation`), or by their root when every root holds one group (runs
+without a `config.json` are grouped by root). Runs of two groups pair when they share seed,
+split and fold.
+
+Statistics (with n runs, differences d_i = run i's value minus its paired reference's):
+  * mean ± the half-width of the two-sided 95% Student-t interval, `t(0.975, n-1) sd / sqrt(n)`;
+  * the paired difference's mean and its 95% t-interval, and the two-sided paired t-test
+    (`scipy.stats.ttest_rel`) p-value, with Holm's step-down adjustment over the rows of the
+    table (every row tested against the reference), for each metric.
+With n = 1 no interval or test exists (NaN in the CSV, "–" in the table). Rows are sorted by the
+effect on the first metric, the most harmful first. A baseline that scores the same in every
+group (baselines do not see a graph ablation) is listed once.
+
+Reads only files, so it works on run directories from anywhere, offline.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import glob
 import json
+import math
 import os
 
 import numpy as np
 
+from perturbjax.eval.metrics import higher_is_better
+
 DEFAULT_METRICS = ("pearson_centered", "pearson", "spearman", "rmse", "precision_up@20",
                    "precision_down@20", "per_gene_pearson")
+REPLICATE_KEYS = ("seed", "data.fold")  # what varies between the runs of one group
+# Settings that do not change the model's scores: left out when grouping runs.
+IGNORED_KEYS = ("baselines",)
+IGNORED_PREFIXES = ("wandb.",)
+TEST_NAME = "paired t-test (two-sided)"
+
+
+@dataclasses.dataclass
+class Run:
+    """One run directory: its summary and (when the directory has one) its flattened config."""
+
+    root: str
+    directory: str
+    summary: dict
+    config: dict | None
+
+
+def load_runs(roots) -> list[Run]:
+    """Every run (a `summary.json`) under each root, sorted by path within a root.
+
+    Raises:
+      FileNotFoundError: a root holds no summary.json.
+      ValueError: a summary or config that is not what `perturbjax train` writes (the file is
+        named).
+    """
+    runs = []
+    for root in roots:
+        paths = sorted(glob.glob(os.path.join(root, "**", "summary.json"), recursive=True))
+        if not paths:
+            raise FileNotFoundError(f"no summary.json under {root}")
+        for path in paths:
+            summary = _read_json(path, "a run summary")
+            _check_summary(path, summary)
+            directory = os.path.dirname(path)
+            config_path = os.path.join(directory, "config.json")
+            config = None
+            if os.path.exists(config_path):
+                raw = _read_json(config_path, "a run config")
+                if not isinstance(raw, dict):
+                    raise ValueError(f"{config_path}: not a run config: expected an object")
+                config = _flatten(raw)
+            runs.append(Run(root, directory, summary, config))
+    return runs
 
 
 def load_summaries(directory: str) -> list[dict]:
     """Every `summary.json` under `directory` (itself included), sorted by path."""
-    paths = sorted(glob.glob(os.path.join(directory, "**", "summary.json"), recursive=True))
-    if not paths:
-        raise FileNotFoundError(f"no summary.json under {directory}")
-    summaries = []
-    for path in paths:
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            summary = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a run summary: not valid JSON ({e})") from e
-        _check_summary(path, summary)
-        summaries.append(summary)
-    return summaries
+    return [run.summary for run in load_runs([directory])]
+
+
+def _read_json(path: str, what: str):
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not {what}: not valid JSON ({e})") from e
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _check_summary(path: str, summary) -> None:
@@ -65,12 +139,338 @@ def _check_summary(path: str, summary) -> None:
             metrics(f"baselines.{name}.{part}", b[part])
 
 
-def _rows(label: str, summaries: list[dict], part: str) -> dict[str, list[dict]]:
-    """Metric dicts per row name: the run's model, then each baseline."""
-    rows = {f"{label}: {summaries[0]['model']}": [s[part] for s in summaries]}
-    for name in summaries[0].get("baselines", {}):
-        rows[f"{label}: baseline {name}"] = [s["baselines"][name][part] for s in summaries]
+def group_runs(runs: list[Run]) -> tuple[dict[str, list[dict]], str | None]:
+    """Groups of run summaries by configuration (see the module docstring), and the label of
+    the ablation reference group (`graph.ablation` "none") when the groups are ablations."""
+    keyed: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.config is None:
+            key = json.dumps(["root", run.root])
+        else:
+            key = json.dumps(sorted((k, v) for k, v in run.config.items() if _grouping(k)),
+                             default=str)
+        keyed.setdefault(key, []).append(run)
+    groups = list(keyed.values())
+    roots = {}
+    for group in groups:
+        roots.setdefault(group[0].root, []).append(group)
+    by_root = all(len(g) == 1 for g in roots.values()) and all(
+        len({r.root for r in group}) == 1 for group in groups)
+    configs = [g[0].config for g in groups]
+    varying = []
+    if not by_root:
+        keys = sorted(k for k in {k for c in configs if c for k in c} if _grouping(k))
+        varying = [k for k in keys
+                   if len({json.dumps(c.get(k) if c else None, default=str) for c in configs}) > 1]
+    labels, reference = {}, None
+    for group, config in zip(groups, configs):
+        if by_root or config is None:
+            label = os.path.basename(os.path.normpath(group[0].root))
+        else:
+            label = ", ".join(str(config.get(k)) if k == "graph.ablation" else
+                              f"{k}={config.get(k)}" for k in varying) or "all runs"
+        if label in labels:
+            label = f"{label} ({os.path.relpath(group[0].directory)})"
+        labels[label] = [r.summary for r in group]
+        if "graph.ablation" in varying and config and config.get("graph.ablation") == "none":
+            reference = label if reference is None else reference
+    return labels, reference
+
+
+def _grouping(key: str) -> bool:
+    """Whether a config key separates groups (replicate and bookkeeping keys do not)."""
+    return (key not in REPLICATE_KEYS and key not in IGNORED_KEYS
+            and not key.startswith(IGNORED_PREFIXES))
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of a comparison: a group's model, or a baseline."""
+
+    name: str
+    group: str
+    model: str
+    baseline: bool
+    keys: list
+    values: list[dict]
+
+
+def _rows(groups: dict[str, list[dict]], part: str) -> list[Row]:
+    """The model row of every group, then each baseline: once when it scores the same in every
+    group that has it (it did not see what differs between groups), else once per group."""
+    rows = [Row(f"{label}: {s[0]['model']}", label, s[0]["model"], False,
+                [_run_key(x) for x in s], [x[part] for x in s]) for label, s in groups.items()]
+    names = []
+    for summaries in groups.values():
+        names += [n for n in summaries[0].get("baselines", {}) if n not in names]
+    for name in names:
+        per_group = [Row(f"{label}: baseline {name}", label, name, True,
+                         [_run_key(x) for x in s], [x["baselines"][name][part] for x in s])
+                     for label, s in groups.items() if name in s[0].get("baselines", {})]
+        same = len(groups) > 1 and all(
+            sorted(zip(map(str, r.keys), map(json.dumps, r.values)))
+            == sorted(zip(map(str, per_group[0].keys), map(json.dumps, per_group[0].values)))
+            for r in per_group)
+        if same:
+            first = per_group[0]
+            rows.append(dataclasses.replace(first, name=f"baseline {name}", group=""))
+        else:
+            rows.extend(per_group)
     return rows
+
+
+def _run_key(summary: dict) -> tuple:
+    """What pairs runs of two groups: the same seed and the same fold of the same split."""
+    split = summary.get("split", {})
+    return summary.get("seed"), split.get("kind"), split.get("fold")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Statistics of every row and metric; `reference` names the row differences are to."""
+
+    metrics: tuple[str, ...]
+    part: str
+    reference: str | None
+    rows: list[Row]
+    stats: dict  # (row name, metric) -> dict of numbers
+
+    def records(self) -> list[dict]:
+        """One flat record per (row, metric): the CSV's lines."""
+        out = []
+        for row in self.rows:
+            for m in self.metrics:
+                out.append({"row": row.name, "group": row.group, "model": row.model,
+                            "baseline": row.baseline, "metric": m, "part": self.part,
+                            **self.stats[row.name, m],
+                            "reference": self.reference or "",
+                            "test": TEST_NAME if self.reference else ""})
+        return out
+
+
+def compare(groups: dict[str, list[dict]], metrics=None, part: str = "test",
+            reference: str | None = None) -> Comparison:
+    """Per row and metric: n, mean, sd, 95% CI; with a reference row, the paired difference,
+    its 95% CI, the paired t-test's p-value and its Holm adjustment over the rows.
+
+    `metrics` defaults to the runs' own `report_metrics` (their task's table columns; the
+    perturbation metrics for runs written before summaries recorded them).
+
+    Raises:
+      ValueError: `reference` names no row, a metric is missing from a run, or a row's runs do
+        not pair one-to-one with the reference's.
+    """
+    if not metrics:
+        first = next(iter(groups.values()))[0]
+        metrics = tuple(first.get("report_metrics") or DEFAULT_METRICS)
+    metrics = tuple(metrics)
+    rows = _rows(groups, part)
+    by_name = {r.name: r for r in rows}
+    if reference is not None and reference not in by_name and ": baseline " in reference:
+        # A group's baseline that is listed once (the same in every group) keeps its old name.
+        once = "baseline " + reference.split(": baseline ", 1)[1]
+        reference = once if once in by_name else reference
+    if reference is not None and reference not in by_name:
+        raise ValueError(f"--paired {reference!r} is not a row; rows are {sorted(by_name)}")
+    stats = {}
+    for row in rows:
+        for m in metrics:
+            missing = [i for i, v in enumerate(row.values) if m not in v]
+            if missing:
+                raise ValueError(f"row {row.name!r}: metric {m!r} is missing from a run's "
+                                 f"{part} metrics; they have {sorted(row.values[missing[0]])}")
+            x = np.array([np.nan if v[m] is None else v[m] for v in row.values], float)
+            mean, half = _interval(x)
+            stats[row.name, m] = {"n": len(x), "mean": mean, "sd": _sd(x),
+                                  "ci95_low": mean - half, "ci95_high": mean + half}
+            if reference is None:
+                continue
+            ref = by_name[reference]
+            if row.name == reference:
+                stats[row.name, m].update(diff_mean=0.0, diff_ci95_low=math.nan,
+                                          diff_ci95_high=math.nan, p_value=math.nan)
+                continue
+            d = _paired_difference(row, ref, m)
+            dm, dh = _interval(d)
+            stats[row.name, m].update(diff_mean=dm, diff_ci95_low=dm - dh,
+                                      diff_ci95_high=dm + dh, p_value=_paired_p(d))
+    if reference is not None:
+        for m in metrics:
+            others = [r.name for r in rows if r.name != reference]
+            for name, p in zip(others, _holm([stats[n, m]["p_value"] for n in others])):
+                stats[name, m]["p_holm"] = p
+            stats[reference, m]["p_holm"] = math.nan
+
+        def effect(row):
+            d = stats[row.name, metrics[0]]["diff_mean"]
+            sign = 1.0 if _higher_is_better(metrics[0]) else -1.0
+            return (row.name != reference, sign * d if np.isfinite(d) else math.inf)
+        rows = sorted(rows, key=effect)
+    return Comparison(metrics, part, reference, rows, stats)
+
+
+def _higher_is_better(metric: str) -> bool:
+    try:
+        return higher_is_better(metric)
+    except KeyError:
+        return True
+
+
+def _sd(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
+
+
+def _interval(x: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its two-sided 95% t-interval (NaN for one value)."""
+    from scipy import stats
+
+    mean = float(np.mean(x))
+    if len(x) < 2:
+        return mean, math.nan
+    return mean, float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
+
+
+def _paired_p(d: np.ndarray) -> float:
+    """Two-sided paired t-test p-value of differences d (a one-sample t-test of d against 0)."""
+    from scipy import stats
+
+    if len(d) < 2 or not np.all(np.isfinite(d)):
+        return math.nan
+    if np.std(d, ddof=1) == 0:  # every pair differs by the same amount: no spread to test
+        return 1.0 if np.all(d == 0) else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok])]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def _paired_difference(row: Row, ref: Row, metric: str) -> np.ndarray:
+    if len(set(row.keys)) != len(row.keys) or sorted(row.keys, key=str) != sorted(ref.keys, key=str):
+        raise ValueError(f"runs of {row.name!r} (seed, split, fold: {sorted(row.keys, key=str)}) "
+                         f"do not pair with those of {ref.name!r} ({sorted(ref.keys, key=str)})")
+    base = {k: v[metric] for k, v in zip(ref.keys, ref.values)}
+    return np.array([v[metric] - base[k] for k, v in zip(row.keys, row.values)], float)
+
+
+# ---- output --------------------------------------------------------------------------------
+def _num(x: float, signed: bool = False) -> str:
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _p(x: float) -> str:
+    if not np.isfinite(x):
+        return "–"
+    return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
+
+
+def markdown(comparison: Comparison) -> str:
+    """The comparison as a Markdown table with its legend."""
+    c, m0 = comparison, comparison.metrics[0]
+    header = list(c.metrics)
+    if c.reference:
+        header += [f"Δ {m0} vs {c.reference}", "p", "p (Holm)"]
+    lines = ["| model | runs | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
+    for row in c.rows:
+        cells = []
+        for m in c.metrics:
+            st = c.stats[row.name, m]
+            half = (st["ci95_high"] - st["mean"])
+            cells.append(_num(st["mean"]) + (f" ± {half:.3f}" if np.isfinite(half) else ""))
+        if c.reference:
+            st = c.stats[row.name, m0]
+            if row.name == c.reference:
+                cells += ["—", "—", "—"]
+            else:
+                half = st["diff_ci95_high"] - st["diff_mean"]
+                cells += [_num(st["diff_mean"], signed=True)
+                          + (f" ± {half:.3f}" if np.isfinite(half) else ""),
+                          _p(st["p_value"]), _p(st["p_holm"])]
+        n = c.stats[row.name, m0]["n"]
+        lines.append(f"| {row.name} | {n} | " + " | ".join(cells) + " |")
+    legend = (f"{c.part.capitalize()} metrics: mean ± the half-width of its 95% t-interval over "
+              f"the runs (seeds or folds).")
+    if c.reference:
+        legend += (f" Δ: the paired difference (runs of the same seed and fold) to "
+                   f"`{c.reference}` in {m0}, ± its 95% t-interval; p: {TEST_NAME} of that "
+                   f"difference; p (Holm): adjusted over the {len(c.rows) - 1} rows. Rows are "
+                   f"sorted by Δ, the most harmful first.")
+    return "\n".join(lines) + "\n\n" + legend
+
+
+def write_csv(comparison: Comparison, path: str) -> None:
+    records = comparison.records()
+    fields = list(dict.fromkeys(k for r in records for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def forest_plot(comparison: Comparison, path: str, max_metrics: int = 3) -> None:
+    """Paired differences to the reference with their 95% intervals, one panel per metric (the
+    first `max_metrics`), rows in the table's order; baselines in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    c = comparison
+    rows = [r for r in c.rows if r.name != c.reference]
+    metrics = c.metrics[:max_metrics]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 2.5,
+                                                       0.32 * len(rows) + 1.6),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(rows))[::-1]
+    for ax, m in zip(axes[0], metrics):
+        for yi, row in zip(y, rows):
+            st = c.stats[row.name, m]
+            lo, hi = st["diff_ci95_low"], st["diff_ci95_high"]
+            colour = "0.55" if row.baseline else "C0"
+            if np.isfinite(lo):
+                ax.plot([lo, hi], [yi, yi], color=colour, lw=1.6)
+            ax.plot(st["diff_mean"], yi, "o", color=colour, ms=4.5)
+        ax.axvline(0.0, color="k", lw=0.8, ls="--")
+        better = "higher" if _higher_is_better(m) else "lower"
+        ax.set_xlabel(f"Δ {m} ({better} is better)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels([r.name for r in rows], fontsize=8)
+    fig.suptitle(f"Paired difference to {c.reference} ({c.part}; mean, 95% CI)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(comparison: Comparison, directory: str) -> list[str]:
+    """comparison.csv, comparison.md and (with a reference) comparison_forest.png in
+    `directory`; returns their paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, "comparison.csv"), os.path.join(directory, "comparison.md")]
+    write_csv(comparison, paths[0])
+    with open(paths[1], "w") as f:
+        f.write(markdown(comparison) + "\n")
+    if comparison.reference and len(comparison.rows) > 1:
+        paths.append(os.path.join(directory, "comparison_forest.png"))
+        forest_plot(comparison, paths[-1])
+    return paths
+
+
+def comparison_table(groups: dict[str, list[dict]], metrics=None, part: str = "test",
+                     paired: str | None = None) -> str:
+    """The Markdown table of `compare(groups, metrics, part, paired)`."""
+    return markdown(compare(groups, metrics, part, paired))
 
 
 def provenance(groups: dict[str, list[dict]], command: str) -> str:
@@ -113,53 +513,3 @@ def write_section(path: str, section: str, text: str) -> None:
         f.write(f"{before}{start}\n{text}\n{end}{after}")
 
 
-def _run_key(summary: dict) -> tuple:
-    """What pairs runs of two groups: the same seed and the same fold of the same split."""
-    split = summary.get("split", {})
-    return summary.get("seed"), split.get("kind"), split.get("fold")
-
-
-def comparison_table(groups: dict[str, list[dict]], metrics=None,
-                     part: str = "test", paired: str | None = None) -> str:
-    """Markdown table: one row per model or baseline of each group, mean ± sd over its runs.
-
-    `metrics` defaults to the runs' own `report_metrics` (their task's table columns; the
-    perturbation metrics for runs written before summaries recorded them).
-
-    With `paired` (a row's name, e.g. "kg_ridge: baseline tanimoto_ridge"), a last column gives
-    every row's difference from that row in the first metric, mean ± sd over runs paired by seed
-    and fold: the fold-to-fold spread of a difference is far smaller than that of either score.
-
-    Raises:
-      ValueError: `paired` names no row, or a row's runs do not pair one-to-one with its runs.
-    """
-    if not metrics:
-        first = next(iter(groups.values()))[0]
-        metrics = tuple(first.get("report_metrics") or DEFAULT_METRICS)
-    rows = {}  # name -> (run keys, metric dicts)
-    for label, summaries in groups.items():
-        keys = [_run_key(s) for s in summaries]
-        rows.update({name: (keys, values) for name, values in _rows(label, summaries, part).items()})
-    if paired is not None and paired not in rows:
-        raise ValueError(f"--paired {paired!r} is not a row; rows are {sorted(rows)}")
-    header = list(metrics) + ([f"Δ {metrics[0]} vs {paired}"] if paired else [])
-    lines = ["| model | runs | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(header)]
-    for name, (keys, values) in rows.items():
-        cells = [_mean_sd(np.array([v[m] for v in values], float)) for m in metrics]
-        if paired:
-            cells.append("—" if name == paired else _mean_sd(_paired_difference(
-                name, keys, values, paired, *rows[paired], metrics[0])))
-        lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _mean_sd(x: np.ndarray) -> str:
-    return f"{x.mean():.3f} ± {x.std(ddof=1):.3f}" if len(x) > 1 else f"{x[0]:.3f}"
-
-
-def _paired_difference(name, keys, values, ref_name, ref_keys, ref_values, metric) -> np.ndarray:
-    if len(set(keys)) != len(keys) or sorted(keys) != sorted(ref_keys):
-        raise ValueError(f"runs of {name!r} (seed, split, fold: {sorted(keys)}) do not pair with "
-                         f"those of {ref_name!r} ({sorted(ref_keys)})")
-    ref = {k: v[metric] for k, v in zip(ref_keys, ref_values)}
-    return np.array([v[metric] - ref[k] for k, v in zip(keys, values)], float)

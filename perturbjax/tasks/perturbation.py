@@ -20,6 +20,7 @@ from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.data.perturbation import PerturbationData
 from perturbjax.data.splits import make_split
 from perturbjax.eval.metrics import higher_is_better, signature_metrics
+from perturbjax.graph.ablation import apply_ablation, parse_ablation
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes
 from perturbjax.graph.sampling import BUDGETS, NeighbourSampler, parse_fanouts
 from perturbjax.graph.topology import Topology
@@ -60,6 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.graph = ml_collections.ConfigDict()
     c.graph.drop_relations = []  # relation names or "src--rel-->dst" edge types to ablate
     c.graph.drop_node_features = []  # node types whose input features the graph model ignores
+    # One ablation of the graph the model sees (perturbjax/graph/ablation.py): "none",
+    # "drop:SEL", "keep:SEL", "shuffle:SEL" (degree-preserving) or "randomize:NODE_TYPE"; SEL
+    # names groups of `edge_groups` (group -> relation names), relations or edge types.
+    c.graph.ablation = "none"
+    c.graph.edge_groups = ml_collections.ConfigDict()
     c.graph.padding_multiple = 8  # sampled mode: each type's and relation's budget rounds up to it
     # "full": every step runs on the whole padded graph (small graphs); "sampled": each batch
     # (each device's share) runs on the k-hop subgraph around its drugs, cell lines and the
@@ -133,6 +139,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
     need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
+    parse_ablation(c.graph.ablation)  # its errors name the key
+    need("graph.edge_groups", lambda v: all(
+        isinstance(m, (list, tuple)) and all(isinstance(x, str) for x in m) for m in v.values()),
+        "a mapping of group name -> list of relation names")
 
 
 def _frozen(section: ml_collections.ConfigDict) -> dict:
@@ -196,6 +206,14 @@ class PerturbationTask:
         self.baseline_data = self.data.with_graph(graph)
         graph = graph.drop_edge_types(config.graph.drop_relations)
         graph = graph.without_features(config.graph.drop_node_features)
+        graph, self.ablation = apply_ablation(graph, config.graph.ablation,
+                                              config.graph.edge_groups.to_dict(), config.seed)
+        if config.graph.ablation != "none" and self.baselines:
+            # They read the unablated graph, so they would repeat the reference run's scores.
+            log.info("graph.ablation is %r: baselines skipped (they never see the ablation; "
+                     "the graph.ablation=none run of the same seed and fold has them)",
+                     config.graph.ablation)
+            self.baselines = ()
         self.graph = graph
         self.schema = GraphSchema.of(graph)
         self.split = make_split(self.data, config.data.split, seed=config.seed,
@@ -343,5 +361,6 @@ class PerturbationTask:
             "sampling": self.config.graph.sampling.to_dict() if self.sampler else None,
             "padding_budget": self.budget.to_json(),
             "dropped_relations": list(self.config.graph.drop_relations),
+            "ablation": self.ablation,
         }
 

@@ -38,6 +38,7 @@ checkpoint saves are not counted; the first interval includes compilation.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -152,6 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
                        group=group, job_type=job_type, write=primary)
     summary = {"experiment": experiment, "variant": variant, "task": config.task,
                "model": task.model_name, "seed": config.seed,
+               # Runs of one config share it whatever their workdir (config.json holds the config).
+               "config_hash": hashlib.sha256(config_json.encode()).hexdigest()[:16],
                "selection_metric": task.selection.name,
                "selection_higher_is_better": task.selection.higher_is_better,
                "report_metrics": list(task.report_metrics), "host": host(),
