@@ -15,6 +15,9 @@
         [--paired ROW] [--out DIR] [--write FILE:SECTION]
         (groups the runs under the roots, prints a table with 95% intervals and paired tests,
         writes comparison.csv, comparison.md and comparison_forest.png; see eval/compare.py)
+    perturbjax explain --workdir W --drug D [--cell C] [--genes N] [--paths K] [--out DIR]
+        (why a trained run predicts what it does for one condition: attributions per edge and
+        relation, KG paths, or the training drugs a kernel model leans on; see explain/report.py)
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
     perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
         [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
@@ -184,6 +187,28 @@ def _compare(args, rest) -> None:
     except (OSError, ValueError) as e:
         raise SystemExit(f"perturbjax compare: {e}")
     print(f"wrote the {section!r} section of {path}")
+
+
+def _explain(args, rest) -> None:
+    if rest:
+        raise SystemExit(f"perturbjax explain: unrecognised arguments {rest}")
+    from tqdm import tqdm
+
+    from perturbjax.explain.report import explain, write_report
+    from perturbjax.explain.trained import load_run
+
+    for flag in ("genes", "paths", "steps"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"perturbjax explain: --{flag} must be at least 1")
+    run = load_run(args.workdir)
+    explanation = explain(run, args.drug, cell=args.cell, genes=args.genes, paths=args.paths,
+                          steps=args.steps,
+                          progress=lambda xs: tqdm(xs, desc="integrated gradients",
+                                                   disable=args.no_progress))
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.drug)
+    out = args.out or os.path.join(args.workdir, "explain", slug)
+    for path in write_report(explanation, out):
+        print(f"wrote {path}")
 
 
 def _launch(args, rest) -> None:
@@ -412,6 +437,25 @@ def main(argv: list[str] | None = None) -> None:
                          help="write the table, with the runs' hardware, wall time and this "
                               "command, between <!-- results:SECTION --> and "
                               "<!-- /results:SECTION --> in FILE (e.g. README.md:consensus)")
+    explain = commands.add_parser(
+        "explain", help="why a trained run predicts its signature for one drug",
+        description="Loads a finished run (its config.json and model.npz; closed-form models are "
+                    "refitted) and explains its prediction for the drug's first measured "
+                    "condition: integrated gradients of the most affected genes over the "
+                    "edges' message scales, summed per relation with occlusion and attention, "
+                    "and the top KG paths from the drug to each gene; for kernel-ridge models, "
+                    "the training drugs and shared targets that carry the prediction. Writes "
+                    "explanation.md, explanation.json and PNG figures.")
+    explain.add_argument("--workdir", required=True, help="a finished run's directory")
+    explain.add_argument("--drug", required=True,
+                         help="the drug: its node id (e.g. DB00945) or name (e.g. Aspirin)")
+    explain.add_argument("--cell", help="a cell line (default: the drug's first condition's)")
+    explain.add_argument("--genes", type=int, default=10, help="most affected genes explained")
+    explain.add_argument("--paths", type=int, default=5, help="top paths per gene")
+    explain.add_argument("--steps", type=int, default=16,
+                         help="integration points of the integrated gradients")
+    explain.add_argument("--out", help="output folder (default: WORKDIR/explain/DRUG)")
+    explain.add_argument("--no-progress", action="store_true", help="no progress bar")
     from perturbjax.data.formats import FORMATS
 
     data = commands.add_parser(
@@ -460,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data,
-               "tosg": _tosg}
+               "tosg": _tosg, "explain": _explain}
     try:
         with _messages():
             command[args.command](args, rest)

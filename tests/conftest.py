@@ -7,6 +7,7 @@ address.
 """
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -72,3 +73,29 @@ def data_dir_unchanged():
     assert before, f"the data directory {root} is empty"
     yield root
     assert _tree_digest(root) == before, f"{root} was written to"
+
+
+DEMO_EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "demo.py")
+DEMO_SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory):
+    """The planted-mechanism demo trained to convergence (600 steps), seeds 0 and 1, with and
+    without the mechanism's edge types: {(seed, "" | "ablate"): (summary, workdir)}. Shared by
+    the science and explanation tests (minutes of training, done once)."""
+    from perturbjax.config import apply_overrides, load_config
+    from perturbjax.train.loop import train_and_evaluate
+
+    shorter = ["train.num_steps=600", "train.eval_every=100", "wandb.mode=disabled"]
+    out = {}
+    for seed in DEMO_SEEDS:
+        for variant in ("", "ablate"):
+            config = apply_overrides(load_config(f"{DEMO_EXPERIMENT}:seed={seed},{variant}"),
+                                     shorter)
+            if variant:
+                config.baselines = []  # same split as the full run, whose baselines we use
+            workdir = tmp_path_factory.mktemp(f"seed{seed}{variant}")
+            out[seed, variant] = (train_and_evaluate(config, str(workdir), progress=False),
+                                  str(workdir))
+    return out

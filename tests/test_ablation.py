@@ -34,25 +34,25 @@ def _degrees(es: EdgeSet, n: int) -> tuple:
 
 
 def test_drop_and_keep_take_each_relation_with_its_reverse(graph):
-    dropped, report = apply_ablation(graph, "drop:targets", GROUPS, seed=0)
+    dropped, report, _ = apply_ablation(graph, "drop:targets", GROUPS, seed=0)
     gone = {str(k) for k in graph.edges} - {str(k) for k in dropped.edges}
     assert gone == {"drug--inhibits-->gene", "gene--rev_inhibits-->drug",
                     "drug--activates-->gene", "gene--rev_activates-->drug"}
     assert set(report["edge_types"]) == gone and report["kind"] == "drop"
     # A reverse name selects its forward too; '+' joins selections.
-    dropped, _ = apply_ablation(graph, "drop:rev_participates+network", GROUPS, seed=0)
+    dropped, _, _ = apply_ablation(graph, "drop:rev_participates+network", GROUPS, seed=0)
     assert {k.relation for k in graph.edges} - {k.relation for k in dropped.edges} == {
         "participates", "rev_participates", "interacts"}
-    kept, _ = apply_ablation(graph, "keep:network", GROUPS, seed=0)
+    kept, _, _ = apply_ablation(graph, "keep:network", GROUPS, seed=0)
     assert [str(k) for k in kept.edges] == ["gene--interacts-->gene"]
     assert kept.nodes is not None and kept.num_nodes == graph.num_nodes
-    unchanged, report = apply_ablation(graph, "none", GROUPS, seed=0)
+    unchanged, report, _ = apply_ablation(graph, "none", GROUPS, seed=0)
     assert unchanged is graph and report["kind"] == "none"
 
 
 def test_shuffle_keeps_every_degree_and_rewires(graph):
     n = max(ns.count for ns in graph.nodes.values())
-    out, report = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=3)
+    out, report, _ = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=3)
     for key in graph.edges:
         before, after = graph.edges[key], out.edges[key]
         assert _degrees(before, n) == _degrees(after, n), key
@@ -71,20 +71,21 @@ def test_shuffle_keeps_every_degree_and_rewires(graph):
     old = graph.edges[EdgeType("gene", "interacts", "gene")]
     assert len(pairs & set(zip(old.senders.tolist(), old.receivers.tolist()))) < 0.2 * len(pairs)
     assert report["repeated_edges"] >= 0 and report["self_loops"] >= 0
-    again, _ = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=3)
+    again, _, _ = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=3)
     assert np.array_equal(again.edges[EdgeType("drug", "inhibits", "gene")].senders, fwd.senders)
-    other, _ = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=4)
+    other, _, _ = apply_ablation(graph, "shuffle:inhibits+interacts", GROUPS, seed=4)
     assert not np.array_equal(other.edges[EdgeType("drug", "inhibits", "gene")].senders,
                               fwd.senders)
 
 
 def test_randomize_permutes_a_types_feature_rows(graph):
-    out, report = apply_ablation(graph, "randomize:gene", GROUPS, seed=0)
+    out, report, order = apply_ablation(graph, "randomize:gene", GROUPS, seed=0)
     a, b = graph.nodes["gene"].features["embedding"], out.nodes["gene"].features["embedding"]
     assert not np.array_equal(a, b)
     # The same rows, each on another node: the distribution is kept, the identity is not.
     assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
     assert (np.all(a == b, axis=1)).mean() < 0.1
+    assert np.array_equal(b, a[order["gene"]])  # node i got node order[i]'s features
     assert np.array_equal(out.nodes["pathway"].features["embedding"],
                           graph.nodes["pathway"].features["embedding"])
     assert all(np.array_equal(out.edges[k].senders, es.senders) for k, es in graph.edges.items())

@@ -1,31 +1,17 @@
 """The planted mechanism is found: on held-out drugs the KG model beats every baseline, and
 removing the mechanism's edge types (gene interactions, pathway membership) erases the gain."""
 
-import os
-
 import numpy as np
 import pytest
 
-from perturbjax.config import apply_overrides, load_config
-from perturbjax.train.loop import train_and_evaluate
+from tests.conftest import DEMO_SEEDS as SEEDS
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "experiments", "demo.py")
-SEEDS = (0, 1)
 METRIC = "pearson_centered"
-SHORTER = ["train.num_steps=600", "train.eval_every=100", "wandb.mode=disabled"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = {}
-    for seed in SEEDS:
-        for variant in ("", "ablate"):
-            config = apply_overrides(load_config(f"{DEMO}:seed={seed},{variant}"), SHORTER)
-            if variant:
-                config.baselines = []  # same split as the full run, whose baselines we use
-            workdir = tmp_path_factory.mktemp(f"seed{seed}{variant}")
-            out[seed, variant] = train_and_evaluate(config, str(workdir), progress=False)
-    return out
+def runs(demo_runs):
+    return {key: summary for key, (summary, _) in demo_runs.items()}
 
 
 def test_split_is_cold_drug_and_shared_by_the_ablation(runs):

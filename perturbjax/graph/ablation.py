@@ -100,8 +100,10 @@ def select_edge_types(graph: HeteroGraph, names: Sequence[str],
 
 
 def apply_ablation(graph: HeteroGraph, text: str, groups: Mapping[str, Sequence[str]],
-                   seed: int) -> tuple[HeteroGraph, dict]:
-    """The ablated graph and a report of what changed (JSON-friendly, for the run's summary).
+                   seed: int) -> tuple[HeteroGraph, dict, dict[str, np.ndarray]]:
+    """The ablated graph, a report of what changed (JSON-friendly, for the run's summary), and
+    for `randomize` the permutation applied (node type -> `order`, node i got node order[i]'s
+    features), so what else describes those nodes (a drug's SMILES) can follow it.
 
     Raises:
       ValueError: a malformed ablation, a selection that matches nothing, `keep` of everything
@@ -110,7 +112,7 @@ def apply_ablation(graph: HeteroGraph, text: str, groups: Mapping[str, Sequence[
     kind, names = parse_ablation(text)
     report = {"name": str(text), "kind": kind, "selection": names}
     if kind == "none":
-        return graph, report
+        return graph, report, {}
     rng = np.random.default_rng([int(seed), zlib.crc32(str(text).encode())])
     if kind == "randomize":
         return _randomize(graph, names[0], rng, report)
@@ -118,12 +120,12 @@ def apply_ablation(graph: HeteroGraph, text: str, groups: Mapping[str, Sequence[
     report["edge_types"] = {str(k): graph.edges[k].count for k in sorted(selected)}
     if kind == "drop":
         return HeteroGraph(graph.nodes, {k: v for k, v in graph.edges.items()
-                                         if k not in selected}), report
+                                         if k not in selected}), report, {}
     if kind == "keep":
         if len(selected) == len(graph.edges):
             raise ValueError(f"graph.ablation {text!r} keeps every edge type: it is the full graph")
         return HeteroGraph(graph.nodes, {k: v for k, v in graph.edges.items()
-                                         if k in selected}), report
+                                         if k in selected}), report, {}
     edges, multi, loops = dict(graph.edges), 0, 0
     for k in sorted(selected):
         mirror = EdgeType(k.target, _mirror(k.relation), k.source)
@@ -138,7 +140,7 @@ def apply_ablation(graph: HeteroGraph, text: str, groups: Mapping[str, Sequence[
         multi += len(pairs) - len(np.unique(pairs, axis=0)) if len(pairs) else 0
         loops += int((es.senders == es.receivers).sum()) if k.source == k.target else 0
     report.update(repeated_edges=int(multi), self_loops=int(loops))
-    return HeteroGraph(graph.nodes, edges), report
+    return HeteroGraph(graph.nodes, edges), report, {}
 
 
 def _mirrors(a: EdgeSet, b: EdgeSet) -> bool:
@@ -166,7 +168,7 @@ def _shuffled(es: EdgeSet, same_type: bool, rng: np.random.Generator) -> EdgeSet
 
 
 def _randomize(graph: HeteroGraph, node_type: str, rng: np.random.Generator,
-               report: dict) -> tuple[HeteroGraph, dict]:
+               report: dict) -> tuple[HeteroGraph, dict, dict[str, np.ndarray]]:
     if node_type not in graph.nodes:
         raise ValueError(f"graph.ablation randomizes {node_type!r}, which is not a node type; "
                          f"types are {graph.node_types}")
@@ -178,4 +180,4 @@ def _randomize(graph: HeteroGraph, node_type: str, rng: np.random.Generator,
     nodes = {**graph.nodes, node_type: NodeSet(ns.names, {k: np.asarray(v)[order]
                                                           for k, v in ns.features.items()})}
     report.update(node_type=node_type, features=sorted(ns.features), nodes=int(ns.count))
-    return HeteroGraph(nodes, graph.edges), report
+    return HeteroGraph(nodes, graph.edges), report, {node_type: order}

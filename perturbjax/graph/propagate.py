@@ -241,6 +241,8 @@ def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | No
     x, w, out_tail = _weight_columns(jnp.asarray(values, jnp.float32), edge_weight,
                                      layout.num_edges)
     w = jnp.where(topology.edge_mask[:, None], jnp.asarray(w, jnp.float32), 0.0)
+    if topology.edge_scale is not None:  # an attribution mask (Topology.edge_scale)
+        w = w * jnp.asarray(topology.edge_scale, jnp.float32)[:, None]
     n = layout.num_nodes
     if topology.sparse is not None:
         fwd, bwd = ((topology.sparse.node, topology.sparse.node_t) if source == "node"

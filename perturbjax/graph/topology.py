@@ -231,6 +231,9 @@ class Topology:
         a whole graph's exactly, a sampled subgraph's within its budgets); None otherwise, when
         relation-source space holds every node of each relation's source type.
       layout: the static block layout.
+      edge_scale: None, or float `[E]` factors every edge's message is multiplied by inside
+        `propagate` (after attention or degree weights): a differentiable mask, the input of
+        edge attributions (`perturbjax.explain`); 1 everywhere leaves every layer unchanged.
     """
 
     senders: jax.Array
@@ -244,6 +247,7 @@ class Topology:
     sparse: SparseIndex | None
     sources: SourceRows | None
     layout: Layout = dataclasses.field(metadata=dict(static=True))
+    edge_scale: jax.Array | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -377,6 +381,11 @@ class Topology:
 
     def to_device(self) -> "Topology":
         return jax.tree.map(jnp.asarray, self)
+
+    def with_edge_scale(self, scale: jax.Array | None) -> "Topology":
+        """The same topology with every edge's message scaled by `scale` `[E]` (see
+        `edge_scale`)."""
+        return dataclasses.replace(self, edge_scale=scale)
 
     # ---- helpers layers share ---------------------------------------------------------------
     # Blocks are cut with one `jnp.split`, never with a slice per relation: the gradient of a

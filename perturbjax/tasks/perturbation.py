@@ -5,6 +5,7 @@ The loop in `perturbjax.train.loop` knows nothing of drugs or genes; this class 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -206,8 +207,10 @@ class PerturbationTask:
         self.baseline_data = self.data.with_graph(graph)
         graph = graph.drop_edge_types(config.graph.drop_relations)
         graph = graph.without_features(config.graph.drop_node_features)
-        graph, self.ablation = apply_ablation(graph, config.graph.ablation,
-                                              config.graph.edge_groups.to_dict(), config.seed)
+        graph, self.ablation, permuted = apply_ablation(
+            graph, config.graph.ablation, config.graph.edge_groups.to_dict(), config.seed)
+        # Drug features permuted: closed-form graph models read the drugs' SMILES, which follow.
+        self._drug_order = permuted.get(self.data.drug_type)
         if config.graph.ablation != "none" and self.baselines:
             # They read the unablated graph, so they would repeat the reference run's scores.
             log.info("graph.ablation is %r: baselines skipped (they never see the ablation; "
@@ -332,11 +335,19 @@ class PerturbationTask:
         idx = self.split.parts()[part]
         return signature_metrics(self.data.signatures[idx], predictions, self.train_mean)
 
+    def graph_data(self) -> PerturbationData:
+        """The data as the graph models see it: the ablated graph, and the drugs' SMILES
+        permuted with their features under `randomize` of the drug type."""
+        data = self.data.with_graph(self.graph)
+        if self._drug_order is not None:
+            data = dataclasses.replace(data, drug_smiles=data.drug_smiles[self._drug_order])
+        return data
+
     def fit_baseline(self, name: str) -> dict:
         """Fits a baseline (or a closed-form graph model) on this split; returns its validation
         and test metrics and the hyperparameters it chose on validation."""
         if name in GRAPH_HOST_MODELS:
-            model, data = GRAPH_HOST_MODELS[name](), self.data.with_graph(self.graph)
+            model, data = GRAPH_HOST_MODELS[name](), self.graph_data()
         else:
             model, data = make_baseline(name, seed=self.config.seed), self.baseline_data
         model.fit(data, self.split.train, self.split.validation)

@@ -39,6 +39,47 @@ from jax.experimental import multihost_utils
 from perturbjax.train.parallel import same_on_every_process
 
 ITEMS = ("state", "loop", "config", "description")
+MODEL_FILE = "model.npz"
+
+
+def save_model(workdir: str, params) -> str:
+    """Writes the validation-selected parameters to `WORKDIR/model.npz` (one array per leaf,
+    named by its tree path), whole or not at all; what `explain` and `predict` load. Returns
+    the path."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    arrays = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    path = os.path.join(workdir, MODEL_FILE)
+    with open(f"{path}.tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(f"{path}.tmp", path)
+    return path
+
+
+def load_model(workdir: str, template):
+    """The parameters `save_model` wrote, in `template`'s tree (shapes and dtypes checked).
+
+    Raises:
+      WorkdirConflict: no model.npz (the run did not finish training, or predates it), or one
+        whose arrays do not fit the model the workdir's config builds.
+    """
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise WorkdirConflict(f"{path} is missing: the run in {workdir} has not finished training "
+                              f"(or was trained before model files were written; retrain it)")
+    try:
+        saved = dict(np.load(path))
+    except (OSError, ValueError) as e:
+        raise WorkdirConflict(f"{path} cannot be read ({e})") from e
+
+    def fill(key_path, leaf):
+        key = jax.tree_util.keystr(key_path)
+        if key not in saved or saved[key].shape != np.shape(leaf):
+            got = saved[key].shape if key in saved else "nothing"
+            raise WorkdirConflict(f"{path}: parameter {key} holds {got}, the model built from "
+                                  f"{workdir}/config.json needs shape {np.shape(leaf)}")
+        return saved[key].astype(np.asarray(leaf).dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, template)
 
 
 class WorkdirConflict(ValueError):

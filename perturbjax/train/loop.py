@@ -11,6 +11,8 @@ final test evaluation, and the run directory:
     WORKDIR/summary.json   {"validation": {...}, "test": {...}, "baselines": {name: {...}}, ...}
     WORKDIR/<name>.json    the task's own records (e.g. split.json: the indices of every part)
     WORKDIR/checkpoints/   every `train.checkpoint.every` steps (see `checkpoint.py`)
+    WORKDIR/model.npz      the validation-selected parameters, when training ends (what
+                           `perturbjax explain` and `predict` load)
 
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
@@ -54,7 +56,8 @@ from tqdm.auto import tqdm
 from perturbjax.config import config_to_json
 from perturbjax.tasks import default_config, make_task, validate_config
 from perturbjax.train.batching import eval_batches, train_batches
-from perturbjax.train.checkpoint import Checkpoints, Preempted, SigtermFlag, check_workdir_config
+from perturbjax.train.checkpoint import (Checkpoints, Preempted, SigtermFlag, check_workdir_config,
+                                         save_model)
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
 from perturbjax.train.parallel import (ProcessSetupError, Shares, make_mesh, make_parallel_steps,
@@ -289,6 +292,8 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                     save(step)
 
     # The test part is evaluated once, with the parameters chosen on validation.
+    if jax.process_index() == 0:
+        save_model(os.path.dirname(ckpt.directory), best["params"])
     chosen = place(jax.tree.map(jnp.asarray, best["params"]))
     return {
         "step": t.num_steps,
