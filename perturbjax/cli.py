@@ -219,7 +219,7 @@ def _launch(args, rest) -> None:
             args.config, args.root, args.target, sweep=args.sweep,
             overrides=_split_overrides(rest), group=args.group, parallel=args.parallel,
             dry_run=args.dry_run, tpu=args.tpu, zone=args.zone, project=args.project,
-            repo_dir=args.repo_dir, setup=args.setup, execute=args.execute)
+            repo_dir=args.repo_dir, setup=args.setup, execute=args.execute, rerun=args.rerun)
     except launch.LaunchError as e:
         raise SystemExit(f"perturbjax launch: {e}")
     except KeyboardInterrupt:
@@ -398,6 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     launch.add_argument("--target", required=True, choices=("local", "tpu-vm"))
     launch.add_argument("--group", help="W&B group (default: the experiment file's name)")
     launch.add_argument("--parallel", type=int, default=1, help="local: runs at a time")
+    launch.add_argument("--rerun", action="store_true",
+                        help="local: also run the runs whose workdir already holds a finished "
+                             "run of the same config (they are skipped by default)")
     launch.add_argument("--dry-run", action="store_true",
                         help="print the commands instead of running them")
     launch.add_argument("--tpu", help="tpu-vm: the TPU VM's name")

@@ -27,9 +27,11 @@ Targets.
   local   runs `python -m perturbjax.cli train ...` subprocesses with this interpreter (so the
           same code and environment as the launcher), one at a time or `--parallel N` at a
           time, each writing its output to `WORKDIR/train.log`, and prints one status line per
-          run as it starts and ends. Exits non-zero if any run failed. Ctrl-C sends SIGTERM to
-          the runs in flight (they save a checkpoint if checkpoints are on; launching again
-          resumes them).
+          run as it starts and ends. A run whose workdir already holds a summary.json and the
+          same config.json is skipped (so relaunching an interrupted sweep runs only what is
+          left; `--rerun` runs everything). Exits non-zero if any run failed. Ctrl-C sends
+          SIGTERM to the runs in flight (they save a checkpoint if checkpoints are on; launching
+          again resumes them).
   tpu-vm  prints `gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command=...`
           lines: one setup line (venv, `pip install -e .`, `--setup`) and one line per run,
           which runs `perturbjax train --distributed` in the foreground on every worker of the
@@ -57,7 +59,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from perturbjax.config import apply_overrides, load_config, load_sweep
+from perturbjax.config import apply_overrides, config_to_json, load_config, load_sweep
 
 TARGETS = ("local", "tpu-vm")
 MAX_NAME = 100
@@ -75,6 +77,16 @@ class Run:
     workdir: str              # ROOT/name
     overrides: tuple[str, ...]  # command-line overrides, then the sweep entry's
     job_type: str             # W&B job type
+    config_json: str = ""     # the resolved config, as the run's config.json will hold it
+
+    def finished(self) -> bool:
+        """Whether the workdir holds this run, done: a summary.json and the same config."""
+        try:
+            with open(os.path.join(self.workdir, "config.json")) as f:
+                same = f.read() == self.config_json
+        except OSError:
+            return False
+        return same and os.path.exists(os.path.join(self.workdir, "summary.json"))
 
 
 def _hashed(text: str, safe: str, limit: int) -> str:
@@ -124,7 +136,7 @@ def expand(config_spec: str, root: str, *, sweep: bool = False,
     for entry in entries:
         run_overrides = (*overrides, *entry)
         try:
-            apply_overrides(base, run_overrides)
+            config_json = config_to_json(apply_overrides(base, run_overrides))
         except (ValueError, KeyError, TypeError) as e:
             raise LaunchError(f"run {entry}: {e}")
         name = run_name(entry)
@@ -132,7 +144,8 @@ def expand(config_spec: str, root: str, *, sweep: bool = False,
             raise LaunchError(f"sweep entries {seen[name]} and {entry} get the same workdir "
                               f"{name!r}; every run needs its own")
         seen[name] = entry
-        runs.append(Run(name, os.path.join(root, name), run_overrides, job_type(variant, entry)))
+        runs.append(Run(name, os.path.join(root, name), run_overrides, job_type(variant, entry),
+                        config_json))
     return runs
 
 
@@ -239,8 +252,10 @@ def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
            overrides: Sequence[str] = (), group: str | None = None, parallel: int = 1,
            dry_run: bool = False, tpu: str | None = None, zone: str | None = None,
            project: str | None = None, repo_dir: str = "~/perturbjax", setup: str = "",
-           execute: bool = False, print_fn: Callable[[str], None] = print) -> int:
-    """Expands and runs (or prints) a launch; returns the process exit status.
+           execute: bool = False, rerun: bool = False,
+           print_fn: Callable[[str], None] = print) -> int:
+    """Expands and runs (or prints) a launch; returns the process exit status. Locally, runs
+    already finished with the same config are skipped unless `rerun`.
 
     Raises:
       LaunchError: bad arguments, config or sweep; gcloud missing with execute=True.
@@ -261,6 +276,11 @@ def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
     runs = expand(config_spec, root, sweep=sweep, overrides=overrides)
 
     if target == "local":
+        done = [] if rerun else [r for r in runs if r.finished()]
+        for r in done:
+            print_fn(f"[launch] skipped  {r.name}  (finished: summary.json, same config; "
+                     f"--rerun to run it again)")
+        runs = [r for r in runs if r not in done]
         commands = local_commands(config_spec, runs, group)
         if dry_run:
             for command in commands:

@@ -231,3 +231,25 @@ def test_run_logger_passes_group_and_job_type_to_wandb(tmp_path, monkeypatch):
     RunLogger(str(tmp_path), config, experiment="demo", variant="test", group="sweep",
               job_type="test,data.fold=2").close()
     assert (seen["group"], seen["job_type"]) == ("sweep", "test,data.fold=2")
+
+
+def test_finished_runs_of_the_same_config_are_skipped(tmp_path, monkeypatch):
+    runs = launch.expand(f"{CONSENSUS}:test", str(tmp_path), sweep=True)
+    done, changed = runs[0], runs[1]
+    for run, config in ((done, done.config_json), (changed, changed.config_json + " ")):
+        os.makedirs(run.workdir)
+        Path(run.workdir, "config.json").write_text(config)
+        Path(run.workdir, "summary.json").write_text("{}")
+    assert done.finished() and not changed.finished() and not runs[2].finished()
+    started = []
+    monkeypatch.setattr(launch, "run_local",
+                        lambda commands, runs, *a, **k: started.extend(r.name for r in runs) or 0)
+    lines = []
+    assert launch.launch(f"{CONSENSUS}:test", str(tmp_path), "local", sweep=True,
+                         print_fn=lines.append) == 0
+    assert started == [r.name for r in runs[1:]]  # another config in the workdir: not skipped
+    assert any(line.startswith(f"[launch] skipped  {done.name}") for line in lines)
+    started.clear()
+    launch.launch(f"{CONSENSUS}:test", str(tmp_path), "local", sweep=True, rerun=True,
+                  print_fn=lines.append)
+    assert started == [r.name for r in runs]

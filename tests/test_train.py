@@ -165,12 +165,22 @@ def test_compare_pairs_runs_by_seed_and_fold(tmp_path, capsys):
     assert out.index("baseline zero |") < out.index("cv: kg_ridge")  # the reference first
     with pytest.raises(SystemExit, match="is not a row"):
         cli.main(["compare", str(tmp_path / "cv"), "--paired", "cv: baseline mean"])
+    # A group with a fold the reference lacks pairs over the folds they share, and says so.
+    run = tmp_path / "other" / "z9"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(
+        {"model": "rgcn", "seed": 0, "split": {"kind": "cold_drug", "fold": 7},
+         "test": {"pearson_centered": 0.3}, "baselines": {}}))
+    capsys.readouterr()
+    cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "other"),
+              "--metrics", "pearson_centered", "--paired", "cv: baseline zero"])
+    assert "| other: rgcn | 3 | 0.433 ± 1.034 | +0.150 ± 3.177 (2 pairs) |" in capsys.readouterr().out
     (tmp_path / "cv" / "fold1" / "summary.json").write_text(json.dumps(
-        {"model": "kg_ridge", "seed": 1, "split": {"kind": "cold_drug", "fold": 1},
+        {"model": "kg_ridge", "seed": 0, "split": {"kind": "cold_drug", "fold": 0},
          "test": {"pearson_centered": 0.7}, "baselines": {"zero": {"test": {"pearson_centered": 0.5}}}}))
-    with pytest.raises(SystemExit, match="do not pair"):
+    with pytest.raises(SystemExit, match="repeat a"):  # two runs of fold 0, seed 0
         cli.main(["compare", str(tmp_path / "cv"), str(tmp_path / "other"),
-                  "--metrics", "pearson_centered", "--paired", "cv: baseline zero"])
+                  "--metrics", "pearson_centered", "--paired", "other: rgcn"])
 
 
 def test_compare_writes_a_readme_section(tmp_path, capsys):

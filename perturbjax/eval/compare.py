@@ -288,12 +288,14 @@ def compare(groups: dict[str, list[dict]], metrics=None, part: str = "test",
             ref = by_name[reference]
             if row.name == reference:
                 stats[row.name, m].update(diff_mean=0.0, diff_ci95_low=math.nan,
-                                          diff_ci95_high=math.nan, p_value=math.nan)
+                                          diff_ci95_high=math.nan, p_value=math.nan,
+                                          pairs=len(row.values))
                 continue
             d = _paired_difference(row, ref, m)
             dm, dh = _interval(d)
             stats[row.name, m].update(diff_mean=dm, diff_ci95_low=dm - dh,
-                                      diff_ci95_high=dm + dh, p_value=_paired_p(d))
+                                      diff_ci95_high=dm + dh, p_value=_paired_p(d),
+                                      pairs=len(d))
     if reference is not None:
         for m in metrics:
             others = [r.name for r in rows if r.name != reference]
@@ -355,11 +357,18 @@ def _holm(p: list[float]) -> list[float]:
 
 
 def _paired_difference(row: Row, ref: Row, metric: str) -> np.ndarray:
-    if len(set(row.keys)) != len(row.keys) or sorted(row.keys, key=str) != sorted(ref.keys, key=str):
+    """Differences over the runs the two rows share (same seed, split and fold): a sweep still
+    running, or a run that failed, leaves a row with fewer pairs, which the table says."""
+    for r in (row, ref):
+        if len(set(r.keys)) != len(r.keys):
+            raise ValueError(f"runs of {r.name!r} repeat a (seed, split, fold): "
+                             f"{sorted(r.keys, key=str)}; every run of a group needs its own")
+    base = {k: v[metric] for k, v in zip(ref.keys, ref.values)}
+    d = [v[metric] - base[k] for k, v in zip(row.keys, row.values) if k in base]
+    if not d:
         raise ValueError(f"runs of {row.name!r} (seed, split, fold: {sorted(row.keys, key=str)}) "
                          f"do not pair with those of {ref.name!r} ({sorted(ref.keys, key=str)})")
-    base = {k: v[metric] for k, v in zip(ref.keys, ref.values)}
-    return np.array([v[metric] - base[k] for k, v in zip(row.keys, row.values)], float)
+    return np.array(d, float)
 
 
 # ---- output --------------------------------------------------------------------------------
@@ -394,8 +403,9 @@ def markdown(comparison: Comparison) -> str:
                 cells += ["—", "—", "—"]
             else:
                 half = st["diff_ci95_high"] - st["diff_mean"]
+                short = f" ({st['pairs']} pairs)" if st["pairs"] < st["n"] else ""
                 cells += [_num(st["diff_mean"], signed=True)
-                          + (f" ± {half:.3f}" if np.isfinite(half) else ""),
+                          + (f" ± {half:.3f}" if np.isfinite(half) else "") + short,
                           _p(st["p_value"]), _p(st["p_holm"])]
         n = c.stats[row.name, m0]["n"]
         lines.append(f"| {row.name} | {n} | " + " | ".join(cells) + " |")
