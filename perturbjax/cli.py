@@ -18,6 +18,10 @@
     perturbjax explain --workdir W --drug D [--cell C] [--genes N] [--paths K] [--out DIR]
         (why a trained run predicts what it does for one condition: attributions per edge and
         relation, KG paths, or the training drugs a kernel model leans on; see explain/report.py)
+    perturbjax predict --workdir W (--smiles S [--name N] [--targets ID,...] | --smiles-file F)
+        [--cell C] [--dose D] [--time T] --out FILE
+    perturbjax repurpose --workdir W --signature FILE [--library F] [--top-k K] [--out DIR]
+        (new drugs as compound nodes; drugs ranked by how they reverse a query; see predict.py)
     perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
     perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
         [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
@@ -195,7 +199,7 @@ def _explain(args, rest) -> None:
     from tqdm import tqdm
 
     from perturbjax.explain.report import explain, write_report
-    from perturbjax.explain.trained import load_run
+    from perturbjax.train.restore import load_run
 
     for flag in ("genes", "paths", "steps"):
         if getattr(args, flag) < 1:
@@ -209,6 +213,62 @@ def _explain(args, rest) -> None:
     out = args.out or os.path.join(args.workdir, "explain", slug)
     for path in write_report(explanation, out):
         print(f"wrote {path}")
+
+
+def _predict(args, rest) -> None:
+    if rest:
+        raise SystemExit(f"perturbjax predict: unrecognised arguments {rest}")
+    from perturbjax.explain.report import node_names
+    from perturbjax.predict import (NewDrug, default_condition, extend_graph, gene_columns,
+                                    predict_drugs, read_drugs, write_signatures)
+    from perturbjax.train.restore import load_run
+
+    if bool(args.smiles) == bool(args.smiles_file):
+        raise SystemExit("perturbjax predict: give --smiles or --smiles-file (one of them)")
+    if args.smiles_file and (args.targets or args.name):
+        raise SystemExit("perturbjax predict: --targets and --name go with --smiles; a "
+                         "--smiles-file gives them in its name and targets columns")
+    drugs = read_drugs(args.smiles_file) if args.smiles_file else [NewDrug(
+        args.name or "new_drug", args.smiles,
+        tuple(t.strip() for t in (args.targets or "").split(",") if t.strip()))]
+    run = load_run(args.workdir)
+    if not run.is_graph_network:
+        raise SystemExit(f"perturbjax predict: {args.workdir} holds a {run.config.model.name} "
+                         f"run, whose kernels span the run's own drugs; predict needs a "
+                         f"message-passing run")
+    names = node_names(run)
+    cell, dose, time, where = default_condition(run, args.cell, args.dose, args.time, names)
+    graph, positions, old_id = extend_graph(run, drugs, args.smiles_file or "--smiles")
+    values = predict_drugs(run, graph, positions, old_id, cell, dose, time)
+    ids, symbols = gene_columns(run, names)
+    write_signatures(args.out, ids, symbols, [d.name for d in drugs], values)
+    print(f"wrote {args.out}: {len(drugs)} drug(s) x {len(ids)} readout genes ({where})")
+
+
+def _repurpose(args, rest) -> None:
+    if rest:
+        raise SystemExit(f"perturbjax repurpose: unrecognised arguments {rest}")
+    from perturbjax.explain.report import node_names
+    from perturbjax.predict import gene_columns, read_drugs, read_signature, repurpose, \
+        write_repurposing
+    from perturbjax.train.restore import load_run
+
+    if args.top_k < 1:
+        raise SystemExit("perturbjax repurpose: --top-k must be at least 1")
+    library = read_drugs(args.library) if args.library else []
+    run = load_run(args.workdir)
+    names = node_names(run)
+    ids, symbols = gene_columns(run, names)
+    query = read_signature(args.signature, ids, symbols)
+    rows, where = repurpose(run, query, names, k=args.top_k, library=library, cell=args.cell,
+                            dose=args.dose, time=args.time)
+    stem = os.path.splitext(os.path.basename(args.signature))[0]
+    out = args.out or os.path.join(args.workdir, "repurpose", stem)
+    title = f"Drugs reversing {os.path.basename(args.signature)} ({run.config.model.name}, {where})"
+    for path in write_repurposing(rows, out, title):
+        print(f"wrote {path}")
+    for r in rows[:10]:
+        print(f"{r['rank']:>4}  {r['connectivity']:+.3f}  {r['drug']}  ({r['source']}, {r['part']})")
 
 
 def _launch(args, rest) -> None:
@@ -459,6 +519,36 @@ def main(argv: list[str] | None = None) -> None:
                          help="integration points of the integrated gradients")
     explain.add_argument("--out", help="output folder (default: WORKDIR/explain/DRUG)")
     explain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict = commands.add_parser(
+        "predict", help="predicted signatures of drugs the graph does not know",
+        description="Attaches each drug to a finished message-passing run's graph as a new "
+                    "compound node (Morgan bits from its SMILES, edges to the given targets) "
+                    "and writes its predicted signature: one line per readout gene (Entrez id, "
+                    "symbol, one value per drug).")
+    predict.add_argument("--workdir", required=True, help="a finished run's directory")
+    predict.add_argument("--smiles", help="one drug's SMILES")
+    predict.add_argument("--name", help="its name (default new_drug)")
+    predict.add_argument("--targets", help="its target genes' ids, comma-separated (e.g. Entrez)")
+    predict.add_argument("--smiles-file", help="many drugs: a table with smiles[, name, targets] "
+                                               "columns, or a .smi file")
+    predict.add_argument("--out", required=True, help="the signature file to write (TSV)")
+    repurpose_parser = commands.add_parser(
+        "repurpose", help="rank drugs by how strongly they reverse a query signature",
+        description="Predicts every drug of a finished run's graph (and of --library) and ranks "
+                    "them by CMap-style connectivity to the query (negative: reverses it; see "
+                    "perturbjax/predict.py). Writes repurposing.tsv, .md and .png.")
+    repurpose_parser.add_argument("--workdir", required=True, help="a finished run's directory")
+    repurpose_parser.add_argument("--signature", required=True,
+                                  help="the query: gene (Entrez id or symbol) and value per line")
+    repurpose_parser.add_argument("--library", help="drugs of your own (as predict --smiles-file)")
+    repurpose_parser.add_argument("--top-k", type=int, default=50,
+                                  help="genes in the query's up and down sets (at most a "
+                                       "tenth of its genes)")
+    repurpose_parser.add_argument("--out", help="output folder (default WORKDIR/repurpose/NAME)")
+    for p in (predict, repurpose_parser):
+        p.add_argument("--cell", help="cell line (default: the data's most common)")
+        p.add_argument("--dose", type=float, help="dose in µM (default: the data's most common)")
+        p.add_argument("--time", type=float, help="time in h (default: the data's most common)")
     from perturbjax.data.formats import FORMATS
 
     data = commands.add_parser(
@@ -507,7 +597,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data,
-               "tosg": _tosg, "explain": _explain}
+               "tosg": _tosg, "explain": _explain, "predict": _predict,
+               "repurpose": _repurpose}
     try:
         with _messages():
             command[args.command](args, rest)
