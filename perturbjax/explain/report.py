@@ -252,7 +252,7 @@ def markdown(x: dict, figures: list[str] = ()) -> str:
                   "line and the genes (attention is normalised within each relation). "
                   f"Completeness: attributions add up to the prediction minus the prediction "
                   f"without messages within {gap:.2g}.", "",
-                  "| relation | edges | |IG| share | IG (signed) | occlusion | attention |",
+                  "| relation | edges | share of abs. IG | IG (signed) | occlusion | attention |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in x["relations"]:
             att = "–" if r["attention"] is None else f"{r['attention']:.3f}"
