@@ -21,11 +21,13 @@ The demo plants its mechanism in drug -> target -> interacting genes and pathway
 or shuffling `drug_gene`, `gene_gene` or `gene_pathway` should hurt and the rest should not.
 Baselines never see the ablated graph, so only the reference runs fit them.
 
+Every run is `experiments/demo.py` (its `test` variant under `test`) with `graph.ablation` set.
 Variants: test (tiny world, 2 seeds, groups only), seeds=N.
 """
 
-from perturbjax.config import parse_arg
-from perturbjax.tasks.perturbation import base_config
+import os
+
+from perturbjax.config import load_config, parse_arg
 
 EDGE_GROUPS = {
     "drug_gene": ["inhibits", "activates"],
@@ -38,30 +40,17 @@ FORWARD_RELATIONS = ["inhibits", "activates", "interacts", "participates", "asso
                      "expresses"]
 FEATURED_TYPES = ["gene", "pathway", "disease", "cell_line"]  # drug features are dropped
 DEFAULTS = dict(test=False, seeds=3, ablation="none", seed=0)
+BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
 
 
 def get_config(arg=None):
     arg = parse_arg(arg, **DEFAULTS)
-    c = base_config()
-    c.seed = arg.seed
-    c.data.demo.n_drugs = 400
-    c.graph.drop_node_features = ["drug"]  # drugs are seen only through their edges
+    c = load_config(f"{BASE}:seed={arg.seed}" + (",test" if arg.test else ""))
     c.graph.edge_groups = EDGE_GROUPS
     c.graph.ablation = arg.ablation
     c.wandb.tags = ["demo", "ablation"]
     if arg.test:
-        c.data.demo.n_drugs = 60
-        c.data.demo.n_genes = 200
-        c.data.demo.n_druggable = 100
-        c.data.demo.n_readout = 50
-        c.model.hidden = 32
-        c.model.propagation_steps = 0
-        c.train.num_steps = 30
-        c.train.warmup_steps = 5
-        c.train.log_every = 10
-        c.train.eval_every = 15
-        c.baselines = ["mean", "ridge"]
-        c.wandb.mode = "disabled"
+        c.model.propagation_steps = 0  # the sweep's 28 runs in a few minutes
     return c
 
 

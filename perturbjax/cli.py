@@ -11,8 +11,8 @@
         [--repo-dir ~/perturbjax] [--setup "..."] [--execute]
         (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
         from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
-    perturbjax compare ROOT [ROOT ...] [--part test|validation] [--metrics a,b,...]
-        [--paired ROW] [--out DIR] [--write FILE:SECTION]
+    perturbjax compare [ROOT ...] [--wandb ENTITY/PROJECT/GROUP] [--part test|validation]
+        [--metrics a,b,...] [--paired ROW] [--out DIR] [--write FILE:SECTION]
         (groups the runs under the roots, prints a table with 95% intervals and paired tests,
         writes comparison.csv, comparison.md and comparison_forest.png; see eval/compare.py)
     perturbjax explain --workdir W --drug D [--cell C] [--genes N] [--paths K] [--out DIR]
@@ -48,8 +48,9 @@ import sys
 from typing import NoReturn
 
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.eval.compare import (DEFAULT_METRICS, compare, group_runs, load_runs, markdown,
-                                     provenance, write_outputs, write_section)
+from perturbjax.eval.compare import (DEFAULT_METRICS, compare, group_runs, load_runs,
+                                     load_wandb_runs, markdown, provenance, write_outputs,
+                                     write_section)
 from perturbjax.runtime import tune_host_allocator
 
 
@@ -158,8 +159,14 @@ def _print_table(summary: dict) -> None:
 def _compare(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax compare: unrecognised arguments {rest}")
+    if not args.runs and not args.wandb:
+        raise SystemExit("perturbjax compare: give a ROOT of run directories or --wandb "
+                         "ENTITY/PROJECT/GROUP")
     try:
-        groups, reference = group_runs(load_runs(args.runs))
+        runs = load_runs(args.runs) if args.runs else []
+        for spec in args.wandb:
+            runs += load_wandb_runs(spec)
+        groups, reference = group_runs(runs)
         metrics = [m for m in args.metrics.split(",") if m] or None
         paired = args.paired
         if paired in groups:  # a group's label stands for its model's row
@@ -171,7 +178,8 @@ def _compare(args, rest) -> None:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"perturbjax compare: {e}")
     print(table)
-    out = args.out or args.runs[0]
+    out = args.out or (args.runs[0] if args.runs else
+                       f"comparison-{args.wandb[0].rsplit('/', 1)[-1]}")
     try:
         paths = write_outputs(comparison, out)
     except OSError as e:
@@ -184,7 +192,8 @@ def _compare(args, rest) -> None:
         raise SystemExit(f"perturbjax compare: --write takes FILE:SECTION, got {args.write!r}")
     paired = f" --paired '{args.paired}'" if args.paired else ""
     metrics = f" --metrics {args.metrics}" if args.metrics else ""
-    command = (f"perturbjax compare {' '.join(args.runs)} --part {args.part}{metrics}{paired} "
+    sources = " ".join([*args.runs, *[f"--wandb {w}" for w in args.wandb]])
+    command = (f"perturbjax compare {sources} --part {args.part}{metrics}{paired} "
                f"--write {args.write}")
     try:
         write_section(path, section, table + "\n\n" + provenance(groups, command))
@@ -483,8 +492,10 @@ def main(argv: list[str] | None = None) -> None:
                     "reference row, the paired difference, its interval, a paired t-test and "
                     "Holm-adjusted p-values, rows sorted by effect) and writes comparison.csv, "
                     "comparison.md and comparison_forest.png to --out.")
-    compare.add_argument("runs", nargs="+", metavar="ROOT",
+    compare.add_argument("runs", nargs="*", metavar="ROOT",
                          help="directories holding run directories (summary.json files)")
+    compare.add_argument("--wandb", action="append", default=[], metavar="ENTITY/PROJECT/GROUP",
+                         help="also the finished runs of a W&B group (online; repeatable)")
     compare.add_argument("--part", default="test", choices=("test", "validation"))
     compare.add_argument("--metrics", default="",
                          help="comma-separated metric names (default: the runs' task's "

@@ -186,7 +186,8 @@ def test_compare_groups_by_ablation_with_intervals_and_paired_tests(tmp_path, ca
     # rmse is lower-is-better: the harmful ablation sorts first there too (first metric rules).
     cli.main(["compare", str(root), "--metrics", "pearson_centered,rmse"])
     out = capsys.readouterr().out
-    assert "| drop:targets: hetero_gat | 4 | " in out and "Δ pearson_centered vs none: hetero_gat" in out
+    assert "| drop:targets: hetero_gat | 4 | " in out
+    assert "Δ pearson_centered vs none: hetero_gat" in out
     assert out.index("drop:targets") < out.index("shuffle:network")
     assert "paired t-test (two-sided)" in out and "Holm" in out
     for name in ("comparison.csv", "comparison.md", "comparison_forest.png"):
@@ -217,7 +218,8 @@ def test_compare_one_run_per_group_has_no_interval(tmp_path, capsys):
     assert st["diff_mean"] == pytest.approx(-0.1) and math.isnan(st["p_value"])
     assert math.isnan(st["ci95_low"])
     cli.main(["compare", str(root), "--metrics", "pearson_centered"])
-    assert "| drop:targets: hetero_gat | 1 | 0.400 | -0.100 | – | – |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| drop:targets: hetero_gat | 1 | 0.400 | -0.100 | – | – |" in out
 
 
 def test_compare_labels_groups_by_root_when_each_root_is_one_group(tmp_path, capsys):
@@ -254,3 +256,45 @@ def test_the_demo_ablation_sweep_runs_and_compares(tmp_path, capsys):
     assert "| none: hetero_gat | 2 |" in out and "| shuffle:drug_gene: hetero_gat | 2 |" in out
     assert "| baseline mean | 2 |" in out
     assert (root / "comparison_forest.png").exists()
+
+
+def test_compare_reads_a_wandb_group(tmp_path, capsys, monkeypatch):
+    """Runs as `perturbjax train` logs them to W&B (config, final metrics, baselines), through
+    a stand-in for `wandb.Api`."""
+    import sys
+    import types
+
+    def run(seed, ablation, value, finished=True):
+        summary = {"final_test_baseline/mean/pearson_centered": 0.1} if ablation == "none" else {}
+        if finished:
+            summary |= {"final_test/pearson_centered": value, "final_validation/pearson_centered": 0}
+        config = {"seed": seed, "model": {"name": "hetero_gat"}, "graph": {"ablation": ablation},
+                  "data": {"split": "cold_drug", "fold": 0, "num_folds": 0}}
+        return types.SimpleNamespace(summary=summary, config=config, id=f"{ablation}{seed}",
+                                     path=["me", "proj", f"{ablation}{seed}"])
+
+    listed = []
+
+    class Api:
+        def runs(self, path, filters):
+            listed.append((path, filters))
+            return [run(0, "none", 0.5), run(1, "none", 0.6), run(0, "drop:targets", 0.3),
+                    run(1, "drop:targets", 0.35), run(2, "drop:targets", 0.0, finished=False)]
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Api))
+    monkeypatch.chdir(tmp_path)
+    cli.main(["compare", "--wandb", "me/proj/ablate_demo", "--metrics", "pearson_centered"])
+    out = capsys.readouterr().out
+    assert listed == [("me/proj", {"group": "ablate_demo"})]
+    assert "| drop:targets: hetero_gat | 2 | 0.325 ± 0.318 | -0.225 ± 0.318 |" in out
+    assert "| baseline mean | 2 | 0.100 ± 0.000 |" in out
+    assert (tmp_path / "comparison-ablate_demo" / "comparison.csv").exists()
+    assert "ENTITY/PROJECT/GROUP" in one_line_error(capsys, ["compare", "--wandb", "proj/g"])
+
+    class Offline:
+        def runs(self, path, filters):
+            raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Offline))
+    assert "cannot list the group's runs (ConnectionError: no network)" in one_line_error(
+        capsys, ["compare", "--wandb", "me/proj/g"])

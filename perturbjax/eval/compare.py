@@ -4,7 +4,7 @@ runs (seeds or folds), and paired differences to a reference with a paired test.
     perturbjax compare ROOT [ROOT ...]   # prints the table, writes comparison.{csv,md,png}
 
 Runs are the `summary.json` files under the roots (`config.json` beside each says how it was
-configured). Groups: runs whose configs differ only in the replicate keys (`seed`,
+configured), and the finished runs of W&B groups (`load_wandb_runs`, online). Groups: runs whose configs differ only in the replicate keys (`seed`,
 `data.fold`) and in settings that leave the model's scores alone (`baselines`, `wandb.*`) form
 one group, named by the keys that differ between groups (an ablation sweep's
 groups are named by `graph.ablation`), or by their root when every root holds one group (runs
@@ -80,6 +80,54 @@ def load_runs(roots) -> list[Run]:
                     raise ValueError(f"{config_path}: not a run config: expected an object")
                 config = _flatten(raw)
             runs.append(Run(root, directory, summary, config))
+    return runs
+
+
+def load_wandb_runs(spec: str) -> list[Run]:
+    """The finished runs of a W&B group, `ENTITY/PROJECT/GROUP`, as `Run`s: their config, and
+    a summary rebuilt from what `perturbjax train` logs at the end (`final_test/METRIC`,
+    `final_validation/METRIC`, `final_test_baseline/NAME/METRIC`). Runs without final metrics
+    (unfinished, crashed) are left out.
+
+    Raises:
+      ValueError: a malformed spec, or W&B could not list the group (offline, no API key, no
+        such project); the message says which.
+    """
+    path, _, group = spec.rpartition("/")
+    if path.count("/") != 1 or not group:
+        raise ValueError(f"--wandb {spec!r}: expected ENTITY/PROJECT/GROUP")
+    try:
+        import wandb
+
+        found = list(wandb.Api().runs(path, filters={"group": group}))
+    except Exception as e:  # network, authentication and API errors alike
+        raise ValueError(f"--wandb {spec}: cannot list the group's runs ({type(e).__name__}: "
+                         f"{e})") from e
+    runs = []
+    for r in found:
+        values, config = dict(r.summary), dict(r.config)
+        parts = {}
+        for key, value in values.items():
+            head, _, metric = str(key).partition("/")
+            if head in ("final_test", "final_validation") and isinstance(value, (int, float)):
+                parts.setdefault(head[len("final_"):], {})[metric] = value
+        if "test" not in parts:
+            continue
+        baselines = {}
+        for key, value in values.items():
+            head, _, rest = str(key).partition("_baseline/")
+            name, _, metric = rest.partition("/")
+            if head in ("final_test", "final_validation") and metric:
+                baselines.setdefault(name, {}).setdefault(head[len("final_"):], {})[metric] = value
+        data = config.get("data", {})
+        summary = {"model": config.get("model", {}).get("name", "?"), "seed": config.get("seed"),
+                   "split": {"kind": data.get("split"),
+                             "fold": data.get("fold") if data.get("num_folds") else None},
+                   **parts, "baselines": baselines}
+        runs.append(Run(f"wandb:{spec}", "/".join(map(str, getattr(r, "path", [r.id]))),
+                        summary, _flatten(config)))
+    if not runs:
+        raise ValueError(f"--wandb {spec}: no finished runs in the group")
     return runs
 
 

@@ -4,7 +4,7 @@ Edge attributions are integrated gradients (Sundararajan et al. 2017) over the e
 scales (`Topology.edge_scale`, which every layer's messages pass through `propagate`): for
 output gene g and edge e,
 
-    IG_g(e) = integral_0^1 d y_g(a * 1) / d s_e da     (from "no messages" s = 0 to the graph, s = 1)
+    IG_g(e) = integral_0^1 d y_g(a * 1) / d s_e da    (from no messages, s = 0, to the graph, s = 1)
 
 approximated by the midpoint rule over `steps` points. They add up to y_g(1) - y_g(0), which
 the report checks ("completeness").

@@ -62,7 +62,7 @@ def _find(kind: str, query: str, ids, labels) -> int:
         return ids.index(query)
     low = query.lower()
     hits = [k for k, (i, lab) in enumerate(zip(ids, labels))
-            if i.lower() == low or str(lab).lower() == low or str(lab).lower().startswith(low + " (")]
+            if low in (i.lower(), str(lab).lower()) or str(lab).lower().startswith(low + " (")]
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
@@ -154,7 +154,8 @@ def _graph_explanation(run, condition, f, topology, top, d, c, names, k, steps, 
            "relations": [{"relation": imp.relation[r], "edges": int(imp.edges[r]),
                           "ig_share": float(imp.ig_share[r]), "ig_signed": float(imp.ig_signed[r]),
                           "occlusion": float(imp.occlusion[r]),
-                          "attention": None if np.isnan(imp.attention[r]) else float(imp.attention[r])}
+                          "attention": (None if np.isnan(imp.attention[r])
+                                        else float(imp.attention[r]))}
                          for r in order]}
     relation_names = [k_.relation for k_ in graph.edge_types]
     per_edge_relation = [relation_names[t] for t in edge_type.tolist()]
@@ -237,7 +238,8 @@ def markdown(x: dict, figures: list[str] = ()) -> str:
              f"in {x['cell_line']}, {x['dose_um']:g} µM, {x['time_h']:g} h. Centred Pearson r of "
              f"the prediction with the measured signature: {x['pearson_centered']:.3f}.", "",
              "## Most affected predicted genes", "",
-             "| gene | predicted | predicted − training mean | measured |", "|---|---:|---:|---:|"]
+             "| gene | predicted | predicted − training mean | measured |",
+             "|---|---:|---:|---:|"]
     lines += [f"| {g['gene']} | {g['predicted']:.3f} | {g['effect']:+.3f} | {g['measured']:.3f} |"
               for g in x["genes"]]
     if "relations" in x:

@@ -174,6 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
             summary["baselines"][name] = task.fit_baseline(name)
         for part in ("validation", "test"):
             logger.log(summary.get("step", 0), f"final_{part}", summary[part])
+            for name, result in summary["baselines"].items():  # `compare --wandb` reads them
+                logger.log(summary.get("step", 0), f"final_{part}_baseline/{name}", result[part])
     finally:
         ckpt.close()  # waits for a save in flight
         logger.close()
