@@ -71,6 +71,7 @@ def test_signature_metrics_match_references(data):
         _ref_pearson_rows(y_true - train_mean, y_pred - train_mean).mean(),
     )
     np.testing.assert_allclose(out["rmse"], np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    assert metrics.centered_pearson(y_true, y_pred, train_mean) == out["pearson_centered"]
     np.testing.assert_allclose(
         out["per_gene_pearson"], _ref_pearson_rows(y_true.T, y_pred.T).mean()
     )

@@ -133,6 +133,13 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _pearson_rows(_average_ranks(a), _average_ranks(b))
 
 
+def centered_pearson(y_true: np.ndarray, y_pred: np.ndarray, train_mean: np.ndarray) -> float:
+    """``pearson_centered`` of ``signature_metrics`` alone (validation searches call it often)."""
+    y_true, y_pred = _as_matching_2d(y_true, y_pred, "y_true", "y_pred")
+    train_mean = np.asarray(train_mean, dtype=np.float64)
+    return float(_pearson_rows(y_true - train_mean, y_pred - train_mean).mean())
+
+
 def signature_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,
