@@ -222,6 +222,18 @@ def test_compare_one_run_per_group_has_no_interval(tmp_path, capsys):
     assert "| drop:targets: hetero_gat | 1 | 0.400 | -0.100 | – | – |" in out
 
 
+def test_compare_ignores_config_keys_that_older_runs_lack(tmp_path):
+    # A sweep that spans a code change adding model.decoder: its runs still pair up.
+    root = tmp_path / "sweep"
+    newer = {"model": {"name": "hetero_gat", "decoder": "bilinear"}}
+    _write_run(root, "a", ablation="none", seed=0, value=0.5)
+    _write_run(root, "b", ablation="none", seed=1, value=0.6, config_extra=newer)
+    _write_run(root, "c", ablation="drop:targets", seed=0, value=0.4, config_extra=newer)
+    groups, reference = group_runs(load_runs([str(root)]))
+    assert sorted(groups) == ["drop:targets", "none"] and reference == "none"
+    assert len(groups["none"]) == 2
+
+
 def test_compare_labels_groups_by_root_when_each_root_is_one_group(tmp_path, capsys):
     for root, value in (("gat", 0.5), ("ridge", 0.6)):
         for seed in range(2):

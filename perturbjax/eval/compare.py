@@ -191,12 +191,15 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[dict]], str | None]:
     """Groups of run summaries by configuration (see the module docstring), and the label of
     the ablation reference group (`graph.ablation` "none") when the groups are ablations."""
     keyed: dict[str, list[Run]] = {}
+    # A key some runs lack was added to the code after they ran: it separates nothing.
+    key_sets = [set(r.config) for r in runs if r.config is not None]
+    shared = set.intersection(*key_sets) if key_sets else set()
     for run in runs:
         if run.config is None:
             key = json.dumps(["root", run.root])
         else:
-            key = json.dumps(sorted((k, v) for k, v in run.config.items() if _grouping(k)),
-                             default=str)
+            key = json.dumps(sorted((k, v) for k, v in run.config.items()
+                                    if k in shared and _grouping(k)), default=str)
         keyed.setdefault(key, []).append(run)
     groups = list(keyed.values())
     roots = {}
@@ -207,7 +210,7 @@ def group_runs(runs: list[Run]) -> tuple[dict[str, list[dict]], str | None]:
     configs = [g[0].config for g in groups]
     varying = []
     if not by_root:
-        keys = sorted(k for k in {k for c in configs if c for k in c} if _grouping(k))
+        keys = sorted(k for k in shared if _grouping(k))
         varying = [k for k in keys
                    if len({json.dumps(c.get(k) if c else None, default=str) for c in configs}) > 1]
     labels, reference = {}, None
