@@ -20,7 +20,9 @@ linked to their CbG targets. Compound nodes carry Morgan fingerprints.
 
 Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, kg_ridge or a baseline),
 ablate=NAME (drop one of the edge groups in ABLATIONS; `beyond_targets` keeps only drug -> target
-edges), leaky, test (a small slice that runs in a minute, for the test suite).
+edges), decoder=kernel_ridge (the GNN's drug embeddings feed a kernel ridge over the training
+drugs' signatures, trained leave-one-out on the whole training part each step:
+models/perturbation.py, KernelRidgeReadout), leaky, test (a small slice that runs in a minute, for the test suite).
 """
 
 from perturbjax.config import parse_arg
@@ -43,7 +45,8 @@ ABLATIONS["beyond_targets"] = ABLATIONS["gene_network"] + ABLATIONS["drug_contex
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", ablate="", leaky=False, test=False)
+    arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", ablate="", decoder="bilinear",
+                    leaky=False, test=False)
     if arg.ablate and arg.ablate not in ABLATIONS:
         raise ValueError(f"unknown ablation {arg.ablate!r}; expected one of {sorted(ABLATIONS)}")
     c = base_config()
@@ -67,6 +70,7 @@ def get_config(arg=None):
     c.model.propagation_steps = 0  # propagation: 3.5 s/step on Hetionet, 2 CPUs (README)
     c.model.readout_embedding = True  # Hetionet genes have no input features, so genes get
     c.model.embedded_node_types = ["gene"]  # learned vectors (drugs are held out: never them)
+    c.model.decoder = arg.decoder
 
     c.baselines = ["zero", "mean", "tanimoto_knn", "tanimoto_ridge", "fingerprint_ridge", "target_ridge",
                    "ridge", "mlp"]
@@ -78,6 +82,8 @@ def get_config(arg=None):
     c.train.eval_every = 25
     c.wandb.tags = ["hetionet", "lincs", "consensus"]
 
+    if arg.decoder == "kernel_ridge":
+        c.train.batch_size = 1024  # every training drug is a query of every step
     if arg.test:
         c.data.consensus.edges = "hetionet/edges-10.sif"
         c.data.consensus.max_drugs = 150

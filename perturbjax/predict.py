@@ -174,6 +174,11 @@ def predict_drugs(run, graph, drug_positions: np.ndarray, old_id: np.ndarray, ce
               "nodes": {"features": jnp.asarray(features),
                         "id": jnp.asarray(np.maximum(old_id, 0), jnp.int32)},
               "readout": jnp.asarray(offsets[data.gene_type] + data.readout, jnp.int32)}
+    if "support" in task.inputs:  # the kernel-ridge decoder: training drugs, renumbered
+        known = np.flatnonzero(old_id >= 0)
+        position = np.full(task.graph.num_nodes, -1, np.int64)
+        position[old_id[known]] = known
+        inputs["support"] = task.support(graph.num_nodes, position)
     covariates = np.array([[np.log10(dose), time / 24.0]], np.float32)
     graphdef, state = nnx.split(run.model)
 

@@ -7,9 +7,15 @@ The encoder embeds every KG node. The decoder factorises a condition's response 
 with bilinear drug x gene and cell x gene terms over graph embeddings: a drug's effect reaches
 genes through the graph, the cell line modulates it gene by gene, and dose and time scale its
 size (a dose-response curve). Genes, drugs and cell lines are all KG nodes.
+
+`decoder="kernel_ridge"` replaces that decoder by `KernelRidgeReadout`: a condition's signature
+is kernel ridge regression on the training conditions' measured signatures, in a kernel of the
+encoder's drug embeddings, so the graph network learns which drugs should count as alike.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +139,80 @@ class SignalPropagation(nnx.Module):
         return jnp.einsum("gkb,gk->bg", reached, self.readout(h[readout]))
 
 
+DECODERS = ("bilinear", "kernel_ridge")
+_glorot_views = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
+
+
+class KernelRidgeReadout(nnx.Module):
+    """Kernel ridge over the training ("support") drugs in a learned kernel of their embeddings.
+
+    One kernel per view of the encoder (its input projection and each block's output: the
+    drug's own features, then what 1, 2, ... hops bring), mixed with learned weights:
+    `K = sum_v w_v exp(s_v (cos(P_v h_a, P_v h_b) - 1))`, keys centred on the support's mean so
+    that what every drug shares does not make them all alike; and one more view, the Tanimoto
+    similarity of the drug nodes' raw input features (fingerprints) raised to a learned power,
+    which no projection to a few dozen dimensions keeps as sharp. A learned sharpness s_v (a high
+    one keeps only close neighbours, as a high Tanimoto power does) and a learned penalty. This
+    is deep kernel learning (Wilson et al. 2016) with a graph encoder: kernel ridge's
+    closed-form solve does what a few hundred training drugs cannot teach a free decoder, and
+    the encoder only has to say which drugs are alike.
+
+    A support drug is predicted from the other support drugs (the closed-form leave-one-out
+    prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`), so training never shows a drug its
+    own signature (the label trick) and the loss is a held-out one; a drug outside the support
+    (validation, test, new) gets `k(q, S) alpha`. Signatures are regressed raw, so a drug
+    unlike every support drug is predicted to change little.
+    """
+
+    def __init__(self, view_width: int, num_views: int, dim: int, *, rngs: nnx.Rngs):
+        self.keys = nnx.Param(_glorot_views(rngs.params(), (num_views, view_width, dim)))
+        # float32 arrays, not weakly typed scalars: the first update would change their type
+        # and recompile the train step
+        self.log_sharpness = nnx.Param(jnp.full((num_views,), math.log(8.0), jnp.float32))
+        self.log_tanimoto_power = nnx.Param(jnp.asarray(math.log(4.0), jnp.float32))
+        self.view_logits = nnx.Param(jnp.zeros((num_views + 1,), jnp.float32))  # last: Tanimoto
+        self.log_penalty = nnx.Param(jnp.asarray(math.log(0.3), jnp.float32))
+
+    def _keys(self, h: jax.Array, centre: jax.Array) -> jax.Array:
+        """Unit keys [V, n, dim] of embeddings [n, V * view_width]."""
+        v, width, _ = self.keys.shape
+        k = jnp.einsum("nvw,vwd->vnd", h.reshape(h.shape[0], v, width), self.keys[...])
+        k = k - centre
+        return k / jnp.sqrt(jnp.sum(k * k, -1, keepdims=True) + 1e-12)
+
+    def kernel(self, a: jax.Array, b: jax.Array, x_a: jax.Array, x_b: jax.Array) -> jax.Array:
+        """[n_a, n_b] kernel of unit keys [V, n, dim] and raw features [n, F]."""
+        sharpness = jnp.exp(self.log_sharpness[...])[:, None, None]
+        mix = jax.nn.softmax(self.view_logits[...])
+        views = jnp.exp(sharpness * (jnp.einsum("vad,vbd->vab", a, b) - 1.0))
+        dot = x_a @ x_b.T
+        union = jnp.sum(x_a * x_a, 1)[:, None] + jnp.sum(x_b * x_b, 1)[None] - dot
+        tanimoto = jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
+        power = jnp.exp(self.log_tanimoto_power[...])
+        chem = jnp.exp(power * jnp.log(jnp.maximum(tanimoto, 1e-12)))
+        return jnp.einsum("v,vab->ab", mix[:-1], views) + mix[-1] * chem
+
+    def __call__(self, h_query: jax.Array, h_support: jax.Array, x_query: jax.Array,
+                 x_support: jax.Array, y_support: jax.Array,
+                 query_support_index: jax.Array) -> jax.Array:
+        """[B, G] predictions for B queries from their embeddings h and input features x;
+        `query_support_index[b]` is query b's row in the support (it is then predicted
+        leave-one-out) or -1."""
+        v, width, _ = self.keys.shape
+        centre = jnp.einsum("vw,vwd->vd", h_support.reshape(-1, v, width).mean(0),
+                            self.keys[...])[:, None]
+        q, s = self._keys(h_query, centre), self._keys(h_support, centre)
+        n = s.shape[1]
+        k_ss = self.kernel(s, s, x_support, x_support)
+        chol = jnp.linalg.cholesky(k_ss + jnp.exp(self.log_penalty[...]) * jnp.eye(n))
+        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
+        alpha = inverse @ y_support                                          # [S, G]
+        pred = self.kernel(q, s, x_query, x_support) @ alpha
+        row = jnp.maximum(query_support_index, 0)
+        left_out = y_support[row] - alpha[row] / jnp.diagonal(inverse)[row][:, None]
+        return jnp.where((query_support_index >= 0)[:, None], left_out, pred)
+
+
 class PerturbationModel(nnx.Module):
     """Predicts [B, G] differential expression for B conditions over G readout genes."""
 
@@ -140,11 +220,20 @@ class PerturbationModel(nnx.Module):
                  hidden: int = 64, num_layers: int = 2, heads: int = 4, bases: int | None = None,
                  dropout: float = 0.0, num_covariates: int = 2, channels: int = 8,
                  steps: int = 3, readout_embedding: bool = False,
-                 embedded_types: tuple[str, ...] = (), num_nodes: int = 0, rngs: nnx.Rngs):
+                 embedded_types: tuple[str, ...] = (), num_nodes: int = 0,
+                 decoder: str = "bilinear", kernel_dim: int = 64, rngs: nnx.Rngs):
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; expected one of {DECODERS}")
         self.encoder = KGEncoder(schema, layer=layer, hidden=hidden, num_layers=num_layers,
                                  heads=heads, bases=bases, dropout=dropout, rngs=rngs,
                                  embedded_types=embedded_types, num_nodes=num_nodes)
         width = hidden * (num_layers + 1)  # the encoder's jumping-knowledge output
+        self.hidden = hidden
+        self.kernel_readout = (KernelRidgeReadout(hidden, num_layers + 1, kernel_dim,
+                                                  rngs=rngs)
+                               if decoder == "kernel_ridge" else None)
+        if self.kernel_readout is not None:
+            return  # the bilinear decoder's parts are not built
         self.drug_key = nnx.Linear(width, hidden, rngs=rngs)
         self.gene_key = nnx.Linear(width, 2 * hidden, rngs=rngs)
         self.cell_key = nnx.Linear(width, 2 * hidden, rngs=rngs)
@@ -160,15 +249,22 @@ class PerturbationModel(nnx.Module):
         # regression's output weights, not a view of held-out drugs.
         self.readout_embedding = (nnx.Param(jnp.zeros((num_readout, 2 * hidden)))
                                   if readout_embedding else None)
-        self.hidden = hidden
 
     def __call__(self, topology: Topology, nodes: dict, drug: jax.Array, cell: jax.Array,
-                 covariates: jax.Array, readout: jax.Array, *, rngs: nnx.Rngs | None = None,
-                 deterministic: bool = True) -> jax.Array:
+                 covariates: jax.Array, readout: jax.Array, *, support: dict | None = None,
+                 rngs: nnx.Rngs | None = None, deterministic: bool = True) -> jax.Array:
         """Args: the graph's topology and node inputs (see `KGEncoder`), node positions (in the
         topology's numbering) of each condition's drug [B] and cell line [B], covariates
-        [B, num_covariates], readout genes [G]."""
+        [B, num_covariates], readout genes [G]; for the kernel-ridge decoder, `support`: the
+        training drugs' positions "drug" [S], their signatures "signature" [S, G] and each
+        node's support row "row" [N] (-1 for nodes outside it)."""
         h = self.encoder(topology, nodes, rngs=rngs, deterministic=deterministic)
+        if self.kernel_readout is not None:
+            if support is None:
+                raise ValueError("the kernel-ridge decoder needs the support drugs (`support`)")
+            x = nodes["features"]
+            return self.kernel_readout(h[drug], h[support["drug"]], x[drug], x[support["drug"]],
+                                       support["signature"], support["row"][drug])
         h_drug, h_cell = h[drug], h[cell]
         gene_key = self.gene_key(h[readout])
         if self.readout_embedding is not None:

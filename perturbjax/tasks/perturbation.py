@@ -27,7 +27,7 @@ from perturbjax.graph.sampling import BUDGETS, NeighbourSampler, parse_fanouts
 from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
-from perturbjax.models.perturbation import ENCODERS, PerturbationModel
+from perturbjax.models.perturbation import DECODERS, ENCODERS, PerturbationModel
 from perturbjax.tasks.base import SelectionMetric
 from perturbjax.train.settings import (at_least, config_checker, is_integer, loop_config,
                                      validate_loop_config)
@@ -93,6 +93,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Node types given a learned input vector per node (featureless types whose nodes are in
     # every split, e.g. genes); never the held-out type (drugs in a cold-drug split).
     c.model.embedded_node_types = []
+    # "bilinear" (drug x gene and cell x gene terms) or "kernel_ridge": kernel ridge on the
+    # training drugs' signatures in a learned kernel of the drug embeddings (one condition per
+    # drug, full-graph mode; models/perturbation.py, KernelRidgeReadout)
+    c.model.decoder = "bilinear"
+    c.model.kernel_dim = 64  # width of the kernel-ridge decoder's drug keys
 
     c.baselines = ["mean", "tanimoto_knn", "ridge", "target_ridge", "mlp"]
 
@@ -119,7 +124,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     def fraction(v) -> bool:
         return isinstance(v, (int, float)) and 0 < v < 1
 
-    for key in ("model.hidden", "model.num_layers", "model.heads"):
+    for key in ("model.hidden", "model.num_layers", "model.heads", "model.kernel_dim"):
         need(key, at_least(1), "an integer >= 1")
     for key in ("model.bases", "model.propagation_steps", "data.num_folds"):
         need(key, at_least(0), "an integer >= 0")
@@ -138,6 +143,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("model.name", lambda v: v in models, f"one of {models}")
     need("baselines", lambda v: set(v) <= set(BASELINES), f"names from {tuple(sorted(BASELINES))}")
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
+    need("model.decoder", lambda v: v in DECODERS, f"one of {DECODERS}")
+    if c.model.decoder == "kernel_ridge":
+        need("graph.mode", lambda v: v == "full",
+             "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
     need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
     parse_ablation(c.graph.ablation)  # its errors name the key
@@ -266,8 +275,25 @@ class PerturbationTask:
                           "id": jnp.arange(graph.num_nodes, dtype=jnp.int32)},
                 "readout": jnp.asarray(self._readout_pos),
             }
+            if config.model.decoder == "kernel_ridge":
+                self.inputs["support"] = self.support(graph.num_nodes)
         else:
             raise ValueError(f"graph.mode is {config.graph.mode!r}; expected 'full' or 'sampled'")
+
+    def support(self, num_nodes: int, position: np.ndarray | None = None) -> dict:
+        """The kernel-ridge decoder's support: the training conditions' drugs (at `position`
+        [old position] in a graph of `num_nodes`, default the run's own) and signatures."""
+        train = self.split.train
+        drugs = self._drug_pos[train]
+        if len(np.unique(drugs)) != len(drugs):
+            raise ValueError("model.decoder=kernel_ridge needs one training condition per drug "
+                             "(consensus signatures); this dataset has several per drug")
+        if position is not None:
+            drugs = position[drugs]
+        row = np.full(num_nodes, -1, np.int32)
+        row[drugs] = np.arange(len(drugs), dtype=np.int32)
+        return {"drug": jnp.asarray(drugs, jnp.int32), "row": jnp.asarray(row),
+                "signature": jnp.asarray(self.data.signatures[train], jnp.float32)}
 
     # ---- model -----------------------------------------------------------------------------
     @property
@@ -291,6 +317,7 @@ class PerturbationTask:
                                  steps=m.propagation_steps,
                                  readout_embedding=m.readout_embedding,
                                  embedded_types=tuple(m.embedded_node_types),
+                                 decoder=m.decoder, kernel_dim=m.kernel_dim,
                                  # node ids (positions in the full graph) index the table
                                  num_nodes=self.graph.num_nodes, rngs=rngs)
 
@@ -300,7 +327,8 @@ class PerturbationTask:
             graph = x["graph"]  # topology the batch brings (built on the host)
             x["nodes"] = {"features": graph.nodes["features"], "id": graph.nodes["id"]}
         return model(x["topology"], x["nodes"], x["drug"], x["cell"], x["covariates"],
-                     x["readout"], rngs=rngs, deterministic=deterministic)
+                     x["readout"], support=x.get("support"), rngs=rngs,
+                     deterministic=deterministic)
 
     def loss(self, model, inputs, batch, key) -> tuple[jax.Array, dict]:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)
