@@ -164,14 +164,24 @@ class KernelRidgeReadout(nnx.Module):
     unlike every support drug is predicted to change little.
     """
 
+    HYPER_RATE = 30.0
+
     def __init__(self, view_width: int, num_views: int, dim: int, *, rngs: nnx.Rngs):
         self.keys = nnx.Param(_glorot_views(rngs.params(), (num_views, view_width, dim)))
-        # float32 arrays, not weakly typed scalars: the first update would change their type
-        # and recompile the train step
-        self.log_sharpness = nnx.Param(jnp.full((num_views,), math.log(8.0), jnp.float32))
-        self.log_tanimoto_power = nnx.Param(jnp.asarray(math.log(4.0), jnp.float32))
-        self.view_logits = nnx.Param(jnp.zeros((num_views + 1,), jnp.float32))  # last: Tanimoto
-        self.log_penalty = nnx.Param(jnp.asarray(math.log(0.3), jnp.float32))
+        # The kernel's hyperparameters, stored divided by HYPER_RATE: Adam moves a parameter by
+        # about the learning rate a step, far too slowly for log-scale hyperparameters next to
+        # network weights. float32 arrays, not weakly typed scalars, whose first update would
+        # change their type and recompile the train step.
+        def hyper(value, shape=()):
+            return nnx.Param(jnp.full(shape, value / self.HYPER_RATE, jnp.float32))
+
+        self.log_sharpness = hyper(math.log(8.0), (num_views,))
+        self.log_tanimoto_power = hyper(math.log(4.0))
+        self.view_logits = hyper(0.0, (num_views + 1,))  # the last: the Tanimoto view
+        self.log_penalty = hyper(math.log(0.3))
+
+    def _hyper(self, param: nnx.Param) -> jax.Array:
+        return param[...] * self.HYPER_RATE
 
     def _keys(self, h: jax.Array, centre: jax.Array) -> jax.Array:
         """Unit keys [V, n, dim] of embeddings [n, V * view_width]."""
@@ -182,13 +192,13 @@ class KernelRidgeReadout(nnx.Module):
 
     def kernel(self, a: jax.Array, b: jax.Array, x_a: jax.Array, x_b: jax.Array) -> jax.Array:
         """[n_a, n_b] kernel of unit keys [V, n, dim] and raw features [n, F]."""
-        sharpness = jnp.exp(self.log_sharpness[...])[:, None, None]
-        mix = jax.nn.softmax(self.view_logits[...])
+        sharpness = jnp.exp(self._hyper(self.log_sharpness))[:, None, None]
+        mix = jax.nn.softmax(self._hyper(self.view_logits))
         views = jnp.exp(sharpness * (jnp.einsum("vad,vbd->vab", a, b) - 1.0))
         dot = x_a @ x_b.T
         union = jnp.sum(x_a * x_a, 1)[:, None] + jnp.sum(x_b * x_b, 1)[None] - dot
         tanimoto = jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
-        power = jnp.exp(self.log_tanimoto_power[...])
+        power = jnp.exp(self._hyper(self.log_tanimoto_power))
         chem = jnp.exp(power * jnp.log(jnp.maximum(tanimoto, 1e-12)))
         return jnp.einsum("v,vab->ab", mix[:-1], views) + mix[-1] * chem
 
@@ -204,7 +214,7 @@ class KernelRidgeReadout(nnx.Module):
         q, s = self._keys(h_query, centre), self._keys(h_support, centre)
         n = s.shape[1]
         k_ss = self.kernel(s, s, x_support, x_support)
-        chol = jnp.linalg.cholesky(k_ss + jnp.exp(self.log_penalty[...]) * jnp.eye(n))
+        chol = jnp.linalg.cholesky(k_ss + jnp.exp(self._hyper(self.log_penalty)) * jnp.eye(n))
         inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
         alpha = inverse @ y_support                                          # [S, G]
         pred = self.kernel(q, s, x_query, x_support) @ alpha
