@@ -87,11 +87,16 @@ def test_a_consensus_run_with_the_kernel_ridge_decoder(tmp_path, data_dir_unchan
 def test_the_kernel_ridge_decoder_needs_one_condition_per_drug(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w"),
-                  "--config.model.decoder=kernel_ridge"])
+                  "--config.model.decoder=kernel_ridge", "--config.model.propagation_steps=0"])
     assert e.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one training condition per drug" in err[0], err
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w2"),
-                  "--config.model.decoder=kernel_ridge", "--config.graph.mode=sampled"])
+                  "--config.model.decoder=kernel_ridge", "--config.graph.mode=sampled",
+                  "--config.model.propagation_steps=0"])
     assert "graph.mode" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the demo propagates a signal by default
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w3"),
+                  "--config.model.decoder=kernel_ridge"])
+    assert "model.propagation_steps" in capsys.readouterr().err

@@ -147,6 +147,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if c.model.decoder == "kernel_ridge":
         need("graph.mode", lambda v: v == "full",
              "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
+        need("model.propagation_steps", lambda v: v == 0,
+             "0 with model.decoder=kernel_ridge (signal propagation feeds the bilinear decoder)")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
     need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
     parse_ablation(c.graph.ablation)  # its errors name the key
