@@ -84,6 +84,7 @@ def get_config(arg=None):
 
     if arg.decoder == "kernel_ridge":
         c.train.batch_size = 1024  # every training drug is a query of every step
+        c.model.loss = "pearson_centered"  # fold 0: validation 0.257 against 0.250 with "mse"
     if arg.test:
         c.data.consensus.edges = "hetionet/edges-10.sif"
         c.data.consensus.max_drugs = 150

@@ -84,6 +84,15 @@ def test_a_consensus_run_with_the_kernel_ridge_decoder(tmp_path, data_dir_unchan
     assert summary["validation"]["pearson_centered"] > 0.0
 
 
+def test_the_pearson_loss_is_one_minus_the_selection_metric():
+    from perturbjax.eval.metrics import rowwise_pearson
+    from perturbjax.tasks.perturbation import _row_pearson
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 6, 40))
+    np.testing.assert_allclose(_row_pearson(jnp.asarray(a), jnp.asarray(b)),
+                               rowwise_pearson(a, b), rtol=1e-5, atol=1e-6)
+
+
 def test_the_kernel_ridge_decoder_needs_one_condition_per_drug(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w"),
@@ -100,3 +109,7 @@ def test_the_kernel_ridge_decoder_needs_one_condition_per_drug(tmp_path, capsys)
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w3"),
                   "--config.model.decoder=kernel_ridge"])
     assert "model.propagation_steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w4"),
+                  "--config.model.loss=cosine"])
+    assert "model.loss" in capsys.readouterr().err

@@ -98,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
     # drug, full-graph mode; models/perturbation.py, KernelRidgeReadout)
     c.model.decoder = "bilinear"
     c.model.kernel_dim = 64  # width of the kernel-ridge decoder's drug keys
+    # "mse", or "pearson_centered": 1 - the selection metric, per condition (scale-free: MSE on
+    # raw z-scores is ruled by the few drugs with the largest responses)
+    c.model.loss = "mse"
 
     c.baselines = ["mean", "tanimoto_knn", "ridge", "target_ridge", "mlp"]
 
@@ -113,6 +116,7 @@ def shrink_for_tests(c: ml_collections.ConfigDict, *, baselines: list[str]) -> N
 
 
 SPLITS = ("random", "cold_drug", "cold_cell", "scaffold")
+LOSSES = ("mse", "pearson_centered")
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
@@ -144,6 +148,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("baselines", lambda v: set(v) <= set(BASELINES), f"names from {tuple(sorted(BASELINES))}")
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
     need("model.decoder", lambda v: v in DECODERS, f"one of {DECODERS}")
+    need("model.loss", lambda v: v in LOSSES, f"one of {LOSSES}")
     if c.model.decoder == "kernel_ridge":
         need("graph.mode", lambda v: v == "full",
              "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
@@ -155,6 +160,13 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("graph.edge_groups", lambda v: all(
         isinstance(m, (list, tuple)) and all(isinstance(x, str) for x in m) for m in v.values()),
         "a mapping of group name -> list of relation names")
+
+
+def _row_pearson(a: jax.Array, b: jax.Array) -> jax.Array:
+    """[B] Pearson r of matching rows (eval/metrics.py's, differentiable)."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    return jnp.sum(a * b, 1) / jnp.sqrt(jnp.sum(a * a, 1) * jnp.sum(b * b, 1) + 1e-12)
 
 
 def _frozen(section: ml_collections.ConfigDict) -> dict:
@@ -334,6 +346,9 @@ class PerturbationTask:
 
     def loss(self, model, inputs, batch, key) -> tuple[jax.Array, dict]:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)
+        if self.config.model.loss == "pearson_centered":
+            return 1.0 - jnp.mean(_row_pearson(pred - self.train_mean,
+                                               batch["signature"] - self.train_mean)), {}
         return jnp.mean((pred - batch["signature"]) ** 2), {}
 
     # ---- batches ---------------------------------------------------------------------------
