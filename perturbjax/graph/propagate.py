@@ -214,7 +214,7 @@ def _weight_columns(values: jax.Array, weight: jax.Array | None, num_edges: int)
 
 
 def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | None = None, *,
-              source: str = "node", reduce: str = "sum") -> jax.Array:
+              source: str = "node", reduce: str = "sum", transpose: bool = False) -> jax.Array:
     """Sums (or averages) weighted messages onto receivers.
 
     Args:
@@ -226,6 +226,9 @@ def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | No
         `[E, B, H]` for values `[S, B, H, C]`). Padding edges are zeroed whatever they hold.
       source: where messages come from, "node" or "relation".
       reduce: "sum", or "mean" over each receiver's real in-edges (0 where there are none).
+      transpose: messages against the edges' direction, from receivers onto senders (`A^T x`;
+        source="node", reduce="sum" only): the adjoint of the forward product, which kernels
+        written as `<A^h x, y>` need.
 
     Returns:
       float32 `[N, ...]`, the trailing shape of `values` (broadcast against the weights).
@@ -233,6 +236,9 @@ def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | No
     if source not in SOURCES or reduce not in REDUCTIONS:
         raise ValueError(f"propagate(source={source!r}, reduce={reduce!r}); expected source in "
                          f"{SOURCES} and reduce in {REDUCTIONS}")
+    if transpose and (source, reduce) != ("node", "sum"):
+        raise ValueError(f"propagate(transpose=True) needs source='node' and reduce='sum', got "
+                         f"{source!r} and {reduce!r}")
     layout = topology.layout
     expected = layout.num_nodes if source == "node" else layout.num_sources
     if values.shape[0] != expected:
@@ -247,7 +253,12 @@ def propagate(topology: Topology, values: jax.Array, edge_weight: jax.Array | No
     if topology.sparse is not None:
         fwd, bwd = ((topology.sparse.node, topology.sparse.node_t) if source == "node"
                     else (topology.sparse.relation, topology.sparse.relation_t))
-        out = _spmm(w, x, fwd, bwd, topology.receivers, cols)
+        rows = topology.receivers
+        if transpose:
+            fwd, bwd, rows, cols = bwd, fwd, cols, rows
+        out = _spmm(w, x, fwd, bwd, rows, cols)
+    elif transpose:
+        out = segment_sum(w[..., None] * x[topology.receivers], topology.senders, n)
     else:
         out = segment_sum(w[..., None] * x[cols], topology.receivers, n)
     if reduce == "mean":

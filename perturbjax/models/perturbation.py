@@ -143,6 +143,43 @@ DECODERS = ("bilinear", "kernel_ridge")
 _glorot_views = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
 
 
+HYPER_RATE = 30.0
+
+
+def scaled_hyper(value: float, shape: tuple = ()) -> nnx.Param:
+    """A kernel hyperparameter initialised to `value`, stored divided by HYPER_RATE (read it
+    with `hyper`): Adam moves a parameter by about the learning rate a step, far too slowly for
+    log-scale hyperparameters next to network weights. A float32 array, not a weakly typed
+    scalar, whose first update would change its type and recompile the train step."""
+    return nnx.Param(jnp.full(shape, value / HYPER_RATE, jnp.float32))
+
+
+def hyper(param: nnx.Param) -> jax.Array:
+    return param[...] * HYPER_RATE
+
+
+def tanimoto_similarity(x_a: jax.Array, x_b: jax.Array) -> jax.Array:
+    """[n_a, n_b] Tanimoto similarity of binary fingerprints (0 where both are empty)."""
+    dot = x_a @ x_b.T
+    union = jnp.sum(x_a * x_a, 1)[:, None] + jnp.sum(x_b * x_b, 1)[None] - dot
+    return jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+def ridge_predict(k_ss: jax.Array, k_qs: jax.Array, y_support: jax.Array, penalty: jax.Array,
+                  query_support_index: jax.Array) -> jax.Array:
+    """[B, G] kernel ridge predictions of B queries from the support's signatures [S, G]: a
+    query that is support row i (`query_support_index`, else -1) gets its closed-form
+    leave-one-out prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`, any other `k(q, S) alpha`.
+    """
+    n = k_ss.shape[0]
+    chol = jnp.linalg.cholesky(k_ss + penalty * jnp.eye(n))
+    inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
+    alpha = inverse @ y_support                                          # [S, G]
+    row = jnp.maximum(query_support_index, 0)
+    left_out = y_support[row] - alpha[row] / jnp.diagonal(inverse)[row][:, None]
+    return jnp.where((query_support_index >= 0)[:, None], left_out, k_qs @ alpha)
+
+
 class KernelRidgeReadout(nnx.Module):
     """Kernel ridge over the training ("support") drugs in a learned kernel of their embeddings.
 
@@ -164,24 +201,12 @@ class KernelRidgeReadout(nnx.Module):
     unlike every support drug is predicted to change little.
     """
 
-    HYPER_RATE = 30.0
-
     def __init__(self, view_width: int, num_views: int, dim: int, *, rngs: nnx.Rngs):
         self.keys = nnx.Param(_glorot_views(rngs.params(), (num_views, view_width, dim)))
-        # The kernel's hyperparameters, stored divided by HYPER_RATE: Adam moves a parameter by
-        # about the learning rate a step, far too slowly for log-scale hyperparameters next to
-        # network weights. float32 arrays, not weakly typed scalars, whose first update would
-        # change their type and recompile the train step.
-        def hyper(value, shape=()):
-            return nnx.Param(jnp.full(shape, value / self.HYPER_RATE, jnp.float32))
-
-        self.log_sharpness = hyper(math.log(8.0), (num_views,))
-        self.log_tanimoto_power = hyper(math.log(4.0))
-        self.view_logits = hyper(0.0, (num_views + 1,))  # the last: the Tanimoto view
-        self.log_penalty = hyper(math.log(0.3))
-
-    def _hyper(self, param: nnx.Param) -> jax.Array:
-        return param[...] * self.HYPER_RATE
+        self.log_sharpness = scaled_hyper(math.log(8.0), (num_views,))
+        self.log_tanimoto_power = scaled_hyper(math.log(4.0))
+        self.view_logits = scaled_hyper(0.0, (num_views + 1,))  # the last: the Tanimoto view
+        self.log_penalty = scaled_hyper(math.log(0.3))
 
     def _keys(self, h: jax.Array, centre: jax.Array) -> jax.Array:
         """Unit keys [V, n, dim] of embeddings [n, V * view_width]."""
@@ -192,14 +217,11 @@ class KernelRidgeReadout(nnx.Module):
 
     def kernel(self, a: jax.Array, b: jax.Array, x_a: jax.Array, x_b: jax.Array) -> jax.Array:
         """[n_a, n_b] kernel of unit keys [V, n, dim] and raw features [n, F]."""
-        sharpness = jnp.exp(self._hyper(self.log_sharpness))[:, None, None]
-        mix = jax.nn.softmax(self._hyper(self.view_logits))
+        sharpness = jnp.exp(hyper(self.log_sharpness))[:, None, None]
+        mix = jax.nn.softmax(hyper(self.view_logits))
         views = jnp.exp(sharpness * (jnp.einsum("vad,vbd->vab", a, b) - 1.0))
-        dot = x_a @ x_b.T
-        union = jnp.sum(x_a * x_a, 1)[:, None] + jnp.sum(x_b * x_b, 1)[None] - dot
-        tanimoto = jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
-        power = jnp.exp(self._hyper(self.log_tanimoto_power))
-        chem = jnp.exp(power * jnp.log(jnp.maximum(tanimoto, 1e-12)))
+        power = jnp.exp(hyper(self.log_tanimoto_power))
+        chem = jnp.exp(power * jnp.log(jnp.maximum(tanimoto_similarity(x_a, x_b), 1e-12)))
         return jnp.einsum("v,vab->ab", mix[:-1], views) + mix[-1] * chem
 
     def __call__(self, h_query: jax.Array, h_support: jax.Array, x_query: jax.Array,
@@ -212,15 +234,9 @@ class KernelRidgeReadout(nnx.Module):
         centre = jnp.einsum("vw,vwd->vd", h_support.reshape(-1, v, width).mean(0),
                             self.keys[...])[:, None]
         q, s = self._keys(h_query, centre), self._keys(h_support, centre)
-        n = s.shape[1]
-        k_ss = self.kernel(s, s, x_support, x_support)
-        chol = jnp.linalg.cholesky(k_ss + jnp.exp(self._hyper(self.log_penalty)) * jnp.eye(n))
-        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
-        alpha = inverse @ y_support                                          # [S, G]
-        pred = self.kernel(q, s, x_query, x_support) @ alpha
-        row = jnp.maximum(query_support_index, 0)
-        left_out = y_support[row] - alpha[row] / jnp.diagonal(inverse)[row][:, None]
-        return jnp.where((query_support_index >= 0)[:, None], left_out, pred)
+        return ridge_predict(self.kernel(s, s, x_support, x_support),
+                             self.kernel(q, s, x_query, x_support), y_support,
+                             jnp.exp(hyper(self.log_penalty)), query_support_index)
 
 
 class PerturbationModel(nnx.Module):

@@ -28,6 +28,7 @@ from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.perturbation import DECODERS, ENCODERS, PerturbationModel
+from perturbjax.models.relational_sgc import RelationalSGC
 from perturbjax.tasks.base import SelectionMetric
 from perturbjax.train.settings import (at_least, config_checker, is_integer, loop_config,
                                      validate_loop_config)
@@ -39,6 +40,10 @@ DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines",
 # Models fitted on the host in closed form (no training loop) that read the model's graph, so
 # edge-type ablations reach them; the baselines read only drug targets and features.
 GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
+# Trained models that read the training drugs' signatures (the "support") in full-graph mode.
+SUPPORT_MODELS = ("relational_sgc",)
+TRAINED_MODELS = ENCODERS + SUPPORT_MODELS
+MODELS = TRAINED_MODELS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -143,8 +148,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
              f"an integer in [0, {c.data.num_folds}) (data.num_folds)")
     need("data.source", lambda v: v in DATA_SOURCES, f"one of {DATA_SOURCES}")
     need("data.split", lambda v: v in SPLITS, f"one of {SPLITS}")
-    models = ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))
-    need("model.name", lambda v: v in models, f"one of {models}")
+    need("model.name", lambda v: v in MODELS, f"one of {MODELS}")
     need("baselines", lambda v: set(v) <= set(BASELINES), f"names from {tuple(sorted(BASELINES))}")
     need("graph.mode", lambda v: v in ("full", "sampled"), "'full' or 'sampled'")
     need("model.decoder", lambda v: v in DECODERS, f"one of {DECODERS}")
@@ -154,6 +158,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
              "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
         need("model.propagation_steps", lambda v: v == 0,
              "0 with model.decoder=kernel_ridge (signal propagation feeds the bilinear decoder)")
+    if c.model.name in SUPPORT_MODELS:
+        need("graph.mode", lambda v: v == "full",
+             f"'full' with model.name={c.model.name} (it propagates every training drug)")
     need("graph.padding_multiple", at_least(1), "an integer >= 1")
     need("graph.sampling.budget", lambda v: v in BUDGETS, f"one of {BUDGETS}")
     parse_ablation(c.graph.ablation)  # its errors name the key
@@ -289,19 +296,21 @@ class PerturbationTask:
                           "id": jnp.arange(graph.num_nodes, dtype=jnp.int32)},
                 "readout": jnp.asarray(self._readout_pos),
             }
-            if config.model.decoder == "kernel_ridge":
+            if config.model.decoder == "kernel_ridge" or config.model.name in SUPPORT_MODELS:
                 self.inputs["support"] = self.support(graph.num_nodes)
         else:
             raise ValueError(f"graph.mode is {config.graph.mode!r}; expected 'full' or 'sampled'")
 
     def support(self, num_nodes: int, position: np.ndarray | None = None) -> dict:
-        """The kernel-ridge decoder's support: the training conditions' drugs (at `position`
+        """The kernel-ridge models' support: the training conditions' drugs (at `position`
         [old position] in a graph of `num_nodes`, default the run's own) and signatures."""
         train = self.split.train
         drugs = self._drug_pos[train]
         if len(np.unique(drugs)) != len(drugs):
-            raise ValueError("model.decoder=kernel_ridge needs one training condition per drug "
-                             "(consensus signatures); this dataset has several per drug")
+            what = (f"model.name={self.model_name}" if self.model_name in SUPPORT_MODELS
+                    else "model.decoder=kernel_ridge")
+            raise ValueError(f"{what} needs one training condition per drug (consensus "
+                             f"signatures); this dataset has several per drug")
         if position is not None:
             drugs = position[drugs]
         row = np.full(num_nodes, -1, np.int32)
@@ -314,7 +323,7 @@ class PerturbationTask:
     def model_is_baseline(self) -> bool:
         return self.config.model.name in BASELINES or self.config.model.name in GRAPH_HOST_MODELS
 
-    def build_model(self, rngs: nnx.Rngs) -> PerturbationModel:
+    def build_model(self, rngs: nnx.Rngs) -> PerturbationModel | RelationalSGC:
         m = self.config.model
         held_out = {"cold_drug": self.data.drug_type, "scaffold": self.data.drug_type,
                     "cold_cell": self.data.cell_type}.get(self.split.kind)
@@ -322,9 +331,10 @@ class PerturbationTask:
             raise ValueError(f"model.embedded_node_types includes {held_out!r}, the type a "
                              f"{self.split.kind} split holds out: its test nodes would keep "
                              f"their untrained random vectors")
-        if m.name not in ENCODERS:
-            raise ValueError(f"unknown model {m.name!r}; expected one of "
-                             f"{ENCODERS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))}")
+        if m.name not in TRAINED_MODELS:
+            raise ValueError(f"unknown model {m.name!r}; expected one of {MODELS}")
+        if m.name == "relational_sgc":
+            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs)
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
                                  bases=m.bases or None, dropout=m.dropout, channels=m.channels,

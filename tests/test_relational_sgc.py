@@ -1,0 +1,119 @@
+"""The relational SGC model: its kernel against dense matrices, the label trick, a real run."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from graphs import random_hetero_graph
+from perturbjax import cli
+from perturbjax.config import apply_overrides, load_config
+from perturbjax.graph.padding import GraphSchema
+from perturbjax.graph.topology import Topology
+from perturbjax.models.perturbation import HYPER_RATE, hyper
+from perturbjax.models.relational_sgc import RelationalSGC, relation_groups
+from perturbjax.train.loop import train_and_evaluate
+
+EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
+CONSENSUS = os.path.join(EXPERIMENTS, "hetionet_lincs_consensus.py")
+
+
+def dense_kernel(model, topo, support):
+    """The model's [N, S] kernel from explicit matrices: hop-h features of every node's
+    indicator, standardised over the support, weighted per (hop, node type), inner products."""
+    n = topo.num_nodes
+    w = np.exp(np.asarray(hyper(model.log_relation_weight), np.float64))[
+        np.asarray(model.edge_group)][np.asarray(topo.edge_type)]
+    a = np.zeros((n, n))
+    np.add.at(a, (np.asarray(topo.receivers), np.asarray(topo.senders)), w)
+    degree = 1.0 + 0.5 * (a.sum(1) + a.sum(0))
+    p = (a + np.eye(n)) / np.sqrt(np.outer(degree, degree))
+    types = np.asarray(topo.node_type)
+    hop_mix = np.asarray(jax.nn.softmax(hyper(model.hop_logits)), np.float64)
+    logits = np.asarray(hyper(model.type_logits), np.float64)
+    features = np.eye(n)
+    kernel = np.zeros((n, len(support)))
+    for h in range(model.hops):
+        features = p @ features                        # column a: P^h e_a
+        on_support = features[:, support]
+        mean, sd = on_support.mean(1), on_support.std(1)
+        used = sd > RelationalSGC.MIN_SD
+        z = np.where(used[:, None], (features - mean[:, None]) / np.where(used, sd, 1)[:, None], 0)
+        count = np.bincount(types[used], minlength=logits.shape[1])
+        share = np.where(count > 0, np.exp(logits[h]) * count, 0.0)
+        share = share / share.sum() / np.maximum(count, 1)
+        kernel += hop_mix[h] * z.T @ (share[types][:, None] * z[:, support])
+    return kernel
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_kernel_matches_dense_matrices_and_is_kg_ridge_scaled_at_init(sparse):
+    graph = random_hetero_graph(4, counts=(12, 15, 8), max_edges=40)
+    graph = graph.with_reverse_edges()
+    schema = GraphSchema.of(graph)
+    topo = Topology.build(graph, schema, sparse=sparse).to_device()
+    model = RelationalSGC(schema, hops=3)
+    support = np.array([0, 2, 3, 5, 7, 8, 10, 11])  # nodes of type "a"
+    k = np.asarray(model.graph_kernel(topo, jnp.asarray(support)))
+    np.testing.assert_allclose(k, dense_kernel(model, topo, support), atol=2e-4)
+    # kg_ridge's scale: hop kernels of unit mean diagonal over the support, averaged.
+    np.testing.assert_allclose(np.mean(k[support, np.arange(len(support))]), 1.0, rtol=1e-4)
+    # Learned weights, as after training: still the dense matrices' kernel.
+    rng = np.random.default_rng(0)
+    for p in (model.log_relation_weight, model.hop_logits, model.type_logits):
+        p[...] = jnp.asarray(rng.normal(size=p.shape) / HYPER_RATE, jnp.float32)
+    k = np.asarray(model.graph_kernel(topo, jnp.asarray(support)))
+    np.testing.assert_allclose(k, dense_kernel(model, topo, support), atol=2e-4)
+
+
+def test_a_relation_and_its_reverse_share_one_weight():
+    graph = random_hetero_graph(0).with_reverse_edges()
+    group, names = relation_groups(GraphSchema.of(graph))
+    schema = GraphSchema.of(graph)
+    by_name = {}
+    for key, g in zip(schema.edge_types, group):
+        by_name.setdefault(key.relation.removeprefix("rev_"), set()).add(g)
+    assert all(len(gs) == 1 for gs in by_name.values())
+    assert len(names) == len(by_name) == 6
+
+
+def test_support_drugs_never_see_their_own_signature():
+    graph = random_hetero_graph(5, counts=(10, 12, 6), max_edges=40).with_reverse_edges()
+    schema = GraphSchema.of(graph)
+    topo = Topology.build(graph, schema, sparse=True).to_device()
+    model = RelationalSGC(schema, hops=2)
+    rng = np.random.default_rng(1)
+    support = jnp.arange(8)
+    row = jnp.full(topo.num_nodes, -1, jnp.int32).at[support].set(jnp.arange(8, dtype=jnp.int32))
+    nodes = {"features": jnp.asarray(rng.random((topo.num_nodes, 5)) < 0.5, jnp.float32)}
+    y = rng.normal(size=(8, 4)).astype(np.float32)
+
+    def predict(signature):
+        s = {"drug": support, "row": row, "signature": jnp.asarray(signature)}
+        return np.asarray(model(topo, nodes, jnp.arange(10), None, None, None, support=s))
+
+    changed = y.copy()
+    changed[3] += 10.0
+    before, after = predict(y), predict(changed)
+    np.testing.assert_allclose(before[3], after[3], atol=1e-4)  # support drug 3: left out
+    assert np.abs(before[[0, 8, 9]] - after[[0, 8, 9]]).max() > 1e-3  # the others use it
+
+
+def test_a_consensus_run_trains_the_relation_weights(tmp_path, data_dir_unchanged):
+    config = load_config(f"{CONSENSUS}:test,model=relational_sgc")
+    apply_overrides(config, ["baselines=[]", "train.num_steps=4", "train.eval_every=2"])
+    summary = train_and_evaluate(config, str(tmp_path / "run"))
+    assert summary["compilations"]["train_step"] == 1
+    assert np.isfinite(summary["test"]["pearson_centered"])
+
+
+def test_relational_sgc_needs_the_full_graph(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--config", f"{CONSENSUS}:test,model=relational_sgc",
+                  "--workdir", str(tmp_path / "w"), "--config.graph.mode=sampled"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "graph.mode" in err[0] and "relational_sgc" in err[0], err
