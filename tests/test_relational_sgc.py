@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from graphs import random_hetero_graph
 from perturbjax import cli
@@ -117,3 +116,17 @@ def test_relational_sgc_needs_the_full_graph(tmp_path, capsys):
     assert exit_info.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "graph.mode" in err[0] and "relational_sgc" in err[0], err
+
+
+def test_a_warm_start_takes_kg_ridges_choice():
+    graph = random_hetero_graph(4).with_reverse_edges()
+    model = RelationalSGC(GraphSchema.of(graph), hops=3)
+    model.start_from({"hops": 2, "chemistry_weight": 0.25, "tanimoto_power": 8, "alpha": 0.01})
+    hop_mix = np.asarray(jax.nn.softmax(hyper(model.hop_logits)))
+    np.testing.assert_allclose(hop_mix[:2], 0.5, atol=0.01)
+    assert hop_mix[2] < 0.01
+    np.testing.assert_allclose(jax.nn.sigmoid(hyper(model.chemistry_logit)), 0.25, rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(hyper(model.log_tanimoto_power)), 8.0, rtol=1e-5)
+    np.testing.assert_allclose(jnp.exp(hyper(model.log_penalty)), 0.01, rtol=1e-5)
+    model.start_from({"hops": 1, "chemistry_weight": 0.0, "tanimoto_power": None, "alpha": 1.0})
+    assert float(jax.nn.sigmoid(hyper(model.chemistry_logit))) < 0.01

@@ -37,7 +37,7 @@ from perturbjax.graph.aggregate import segment_sum
 from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import propagate
 from perturbjax.graph.topology import Topology
-from perturbjax.models.perturbation import (hyper, ridge_predict, scaled_hyper,
+from perturbjax.models.perturbation import (HYPER_RATE, hyper, ridge_predict, scaled_hyper,
                                            tanimoto_similarity)
 
 
@@ -79,6 +79,22 @@ class RelationalSGC(nnx.Module):
         self.chemistry_logit = scaled_hyper(0.0)
         self.log_tanimoto_power = scaled_hyper(math.log(3.0))
         self.log_penalty = scaled_hyper(math.log(0.3))
+
+    def start_from(self, chosen: dict) -> None:
+        """Starts from the kernel that `kg_ridge` chose on validation (its `chosen`: hops,
+        chemistry_weight, tanimoto_power, alpha): gradient steps then refine a kernel that is
+        already the grid's best rather than a fixed guess. Weights it left out start at
+        e^-5 of the others, small but able to grow."""
+        off = -5.0 / HYPER_RATE
+        hops = min(int(chosen["hops"]), self.hops)
+        # float32 arrays, as initialised: a weakly typed value would recompile the train step.
+        self.hop_logits[...] = jnp.asarray(np.where(np.arange(self.hops) < hops, 0.0, off),
+                                           jnp.float32)
+        w = float(chosen["chemistry_weight"])
+        self.chemistry_logit[...] = jnp.float32(math.log(w / (1 - w)) / HYPER_RATE if w else off)
+        if chosen.get("tanimoto_power"):
+            self.log_tanimoto_power[...] = jnp.float32(math.log(chosen["tanimoto_power"]) / HYPER_RATE)
+        self.log_penalty[...] = jnp.float32(math.log(chosen["alpha"]) / HYPER_RATE)
 
     def relation_weights(self) -> dict[str, float]:
         """The learned weight of each relation group (1 at initialisation)."""
