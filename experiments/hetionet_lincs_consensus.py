@@ -18,7 +18,8 @@ L1000-derived CuG, CdG and Gr>G edges are dropped (perturbjax/data/leakage.py); 
 them, and the run's summary says so. Drugs missing from Hetionet join as new compound nodes
 linked to their CbG targets. Compound nodes carry Morgan fingerprints.
 
-Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, kg_ridge or a baseline),
+Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, relational_sgc, kg_ridge or a
+baseline; relational_sgc is kg_ridge with its relation weights learned: models/relational_sgc.py),
 ablate=NAME (drop one of the edge groups in ABLATIONS; `beyond_targets` keeps only drug -> target
 edges), decoder=kernel_ridge (the GNN's drug embeddings feed a kernel ridge over the training
 drugs' signatures, trained leave-one-out on the whole training part each step:

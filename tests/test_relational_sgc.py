@@ -107,6 +107,10 @@ def test_a_consensus_run_trains_the_relation_weights(tmp_path, data_dir_unchange
     summary = train_and_evaluate(config, str(tmp_path / "run"))
     assert summary["compilations"]["train_step"] == 1
     assert np.isfinite(summary["test"]["pearson_centered"])
+    # The summary names every relation group's learned weight, moved off its initial 1.
+    weights = summary["learned"]["relation_weights"]
+    assert "compound--binds--gene" in weights and len(weights) >= 2
+    assert any(abs(w - 1.0) > 1e-3 for w in weights.values())
 
 
 def test_relational_sgc_needs_the_full_graph(tmp_path, capsys):

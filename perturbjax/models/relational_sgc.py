@@ -96,10 +96,18 @@ class RelationalSGC(nnx.Module):
             self.log_tanimoto_power[...] = jnp.float32(math.log(chosen["tanimoto_power"]) / HYPER_RATE)
         self.log_penalty[...] = jnp.float32(math.log(chosen["alpha"]) / HYPER_RATE)
 
-    def relation_weights(self) -> dict[str, float]:
-        """The learned weight of each relation group (1 at initialisation)."""
-        w = np.exp(np.asarray(hyper(self.log_relation_weight)))
-        return {name: float(v) for name, v in zip(self.group_names, w)}
+    def report(self) -> dict:
+        """The learned weights, readable: each relation group's weight (1 at initialisation,
+        sorted from the heaviest), the hops' mixture, the chemistry weight, the Tanimoto power
+        and the ridge penalty."""
+        w = np.exp(np.asarray(hyper(self.log_relation_weight), np.float64))
+        order = np.argsort(-w, kind="stable")
+        return {"relation_weights": {self.group_names[i]: round(float(w[i]), 4) for i in order},
+                "hop_mixture": np.round(np.asarray(jax.nn.softmax(hyper(self.hop_logits))),
+                                        4).tolist(),
+                "chemistry_weight": round(float(jax.nn.sigmoid(hyper(self.chemistry_logit))), 4),
+                "tanimoto_power": round(float(jnp.exp(hyper(self.log_tanimoto_power))), 4),
+                "penalty": float(jnp.exp(hyper(self.log_penalty)))}
 
     def edge_weights(self, topology: Topology) -> jax.Array:
         """[E] normalised weights `w_r / sqrt(d_src d_dst)`; self-loops get `1 / d`, returned

@@ -355,6 +355,13 @@ class PerturbationTask:
                                  # node ids (positions in the full graph) index the table
                                  num_nodes=self.graph.num_nodes, rngs=rngs)
 
+    def model_report(self, model) -> dict:
+        """The summary's "learned" entry: relational_sgc's relation weights (1 = as kg_ridge
+        weighs every edge), its hop and chemistry mixture, Tanimoto power and penalty."""
+        if not isinstance(model, RelationalSGC):
+            return {}
+        return model.report()
+
     def forward(self, model, inputs, batch, *, rngs=None, deterministic=True) -> jax.Array:
         x = {**inputs, **batch}  # the graph and readout are in the batch in sampled mode
         if "graph" in x:  # a sampled subgraph, laid out in the sampler's blocks, whose

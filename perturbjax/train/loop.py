@@ -297,7 +297,10 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     if jax.process_index() == 0:
         save_model(os.path.dirname(ckpt.directory), best["params"])
     chosen = place(jax.tree.map(jnp.asarray, best["params"]))
-    return {
+    # What a task can say about the selected model itself (e.g. learned relation weights).
+    report = getattr(task, "model_report", None)
+    learned = report(nnx.merge(graphdef, chosen, rest)) if report else {}
+    return ({"learned": learned} if learned else {}) | {
         "step": t.num_steps,
         "selected_step": best["step"],
         "validation": task.metrics("validation", predict(predict_step, chosen, task, "validation",
