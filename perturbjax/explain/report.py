@@ -178,7 +178,7 @@ def _attention(run, condition, topology, receivers, edge_type, nodes, num_relati
     batch = task.make_batch(np.array([condition]), (0,))
     x = {**task.inputs, **batch}
     alphas = attention_weights(run.model, topology, x["nodes"], x["drug"], x["cell"],
-                               x["covariates"], x["readout"])
+                               x["covariates"], x["readout"], support=x.get("support"))
     if not alphas:
         return None
     last = np.asarray(alphas[sorted(alphas)[-1]])
