@@ -157,15 +157,41 @@ def test_relational_sgc_needs_the_full_graph(tmp_path, capsys):
     assert len(err) == 1 and "graph.mode" in err[0] and "relational_sgc" in err[0], err
 
 
+def test_a_warm_start_predicts_what_kg_ridge_predicts(data_dir_unchanged):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from perturbjax.models.graph_ridge import GraphRidge
+    from perturbjax.tasks.perturbation import PerturbationTask
+
+    # Node fingerprints as wide as kg_ridge's (the test slice shrinks them).
+    config = apply_overrides(load_config(f"{CONSENSUS}:test,model=relational_sgc"),
+                             ["baselines=[]", "data.consensus.morgan_bits=1024"])
+    task = PerturbationTask(config)
+    model = task.build_model(nnx.Rngs(0))
+    ridge = GraphRidge()
+    ridge.fit(task.graph_data(), task.split.train, task.split.validation)
+    for part in ("validation", "test"):
+        idx = task.examples(part)
+        batch = jax.tree.map(jnp.asarray, task.make_batch(idx, (0,)))
+        ours = np.asarray(task.forward(model, task.inputs, batch))
+        theirs = ridge.predict(task.graph_data(), idx)
+        np.testing.assert_allclose(ours, theirs, rtol=2e-3, atol=2e-3 * np.abs(theirs).max())
+
+
 def test_a_warm_start_takes_kg_ridges_choice():
     graph = random_hetero_graph(4).with_reverse_edges()
     model = RelationalSGC(GraphSchema.of(graph), hops=3)
-    model.start_from({"hops": 2, "chemistry_weight": 0.25, "tanimoto_power": 8, "alpha": 0.01})
+    model.start_from({"hops": 2, "chemistry_weight": 0.25, "tanimoto_power": 8, "alpha": 0.01},
+                     [1.0, 0.1, 0.01])
     hop_mix = np.asarray(jax.nn.softmax(hyper(model.hop_logits)))
-    np.testing.assert_allclose(hop_mix[:2], 0.5, atol=0.01)
+    np.testing.assert_allclose(hop_mix[:2], [1 / 1.1, 0.1 / 1.1], atol=0.01)
     assert hop_mix[2] < 0.01
-    np.testing.assert_allclose(jax.nn.sigmoid(hyper(model.chemistry_logit)), 0.25, rtol=1e-5)
+    scale = 0.75 * 0.55 + 0.25  # (1 - w) * mean of the first two hop scales + w
+    np.testing.assert_allclose(jax.nn.sigmoid(hyper(model.chemistry_logit)), 0.25 / scale,
+                               rtol=1e-5)
     np.testing.assert_allclose(jnp.exp(hyper(model.log_tanimoto_power)), 8.0, rtol=1e-5)
-    np.testing.assert_allclose(jnp.exp(hyper(model.log_penalty)), 0.01, rtol=1e-5)
-    model.start_from({"hops": 1, "chemistry_weight": 0.0, "tanimoto_power": None, "alpha": 1.0})
+    np.testing.assert_allclose(jnp.exp(hyper(model.log_penalty)), 0.01 / scale, rtol=1e-5)
+    model.start_from({"hops": 1, "chemistry_weight": 0.0, "tanimoto_power": None, "alpha": 1.0},
+                     [0.9, 0.1, 0.1])
     assert float(jax.nn.sigmoid(hyper(model.chemistry_logit))) < 0.01

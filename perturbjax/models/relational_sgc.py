@@ -80,21 +80,30 @@ class RelationalSGC(nnx.Module):
         self.log_tanimoto_power = scaled_hyper(math.log(3.0))
         self.log_penalty = scaled_hyper(math.log(0.3))
 
-    def start_from(self, chosen: dict) -> None:
-        """Starts from the kernel that `kg_ridge` chose on validation (its `chosen`: hops,
-        chemistry_weight, tanimoto_power, alpha): gradient steps then refine a kernel that is
-        already the grid's best rather than a fixed guess. Weights it left out start at
-        e^-5 of the others, small but able to grow."""
-        off = -5.0 / HYPER_RATE
+    def start_from(self, chosen: dict, hop_scales) -> None:
+        """Starts from the kernel that `kg_ridge` chose on validation, exactly: its `chosen`
+        (hops, chemistry_weight, tanimoto_power, alpha) and `hop_scales`, the training drugs'
+        mean diagonal of each of its hop kernels (`GraphRidge.training_diagonal`; ours have
+        1). Its kernel `(1 - w) g K + w T^p` (K our graph kernel of unit scale, g its scale) is
+        `s ((1 - c) K + c T^p)` with `s = (1 - w) g + w` and `c = w / s`, and kernel ridge with
+        kernel `s K'` and penalty a predicts as with `K'` and `a / s`. Weights it leaves out
+        start at e^-5 of the others, small but able to grow."""
         hops = min(int(chosen["hops"]), self.hops)
-        # float32 arrays, as initialised: a weakly typed value would recompile the train step.
-        self.hop_logits[...] = jnp.asarray(np.where(np.arange(self.hops) < hops, 0.0, off),
-                                           jnp.float32)
+        scales = np.asarray(hop_scales[:hops], np.float64) / hops
+        hop_logits = np.log(np.maximum(scales, 1e-30))
+        hop_logits = np.r_[hop_logits, np.full(self.hops - hops, hop_logits.min() - 5.0)]
+        graph_scale = scales.sum()
         w = float(chosen["chemistry_weight"])
-        self.chemistry_logit[...] = jnp.float32(math.log(w / (1 - w)) / HYPER_RATE if w else off)
+        scale = (1 - w) * graph_scale + w
+        chem = w / scale
+        chem_logit = math.log(chem / (1 - chem)) if w else -5.0
+        # float32 arrays, as initialised: a weakly typed value would recompile the train step.
+        self.hop_logits[...] = jnp.asarray(hop_logits / HYPER_RATE, jnp.float32)
+        self.chemistry_logit[...] = jnp.float32(chem_logit / HYPER_RATE)
         if chosen.get("tanimoto_power"):
-            self.log_tanimoto_power[...] = jnp.float32(math.log(chosen["tanimoto_power"]) / HYPER_RATE)
-        self.log_penalty[...] = jnp.float32(math.log(chosen["alpha"]) / HYPER_RATE)
+            self.log_tanimoto_power[...] = jnp.float32(math.log(chosen["tanimoto_power"])
+                                                       / HYPER_RATE)
+        self.log_penalty[...] = jnp.float32(math.log(chosen["alpha"] / scale) / HYPER_RATE)
 
     def report(self) -> dict:
         """The learned weights, readable: each relation group's weight (1 at initialisation,
@@ -109,9 +118,9 @@ class RelationalSGC(nnx.Module):
                 "tanimoto_power": round(float(jnp.exp(hyper(self.log_tanimoto_power))), 4),
                 "penalty": float(jnp.exp(hyper(self.log_penalty)))}
 
-    def edge_weights(self, topology: Topology) -> jax.Array:
-        """[E] normalised weights `w_r / sqrt(d_src d_dst)`; self-loops get `1 / d`, returned
-        as the second value [N]."""
+    def edge_weights(self, topology: Topology) -> tuple[jax.Array, jax.Array]:
+        """The normalised edge weights `w_r / sqrt(d_src d_dst)` [E] and self-loop weights
+        `1 / d` [N], `d` the weighted degree (in and out averaged) plus the self-loop."""
         w = jnp.exp(hyper(self.log_relation_weight))[jnp.asarray(self.edge_group)]
         w = jnp.where(topology.edge_mask, w[topology.edge_type], 0.0)
         n = topology.num_nodes

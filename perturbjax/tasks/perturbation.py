@@ -343,7 +343,7 @@ class PerturbationTask:
                 ridge = GraphRidge()
                 ridge.fit(self.graph_data(), self.split.train, self.split.validation)
                 log.info("relational_sgc starts from kg_ridge's validation choice %s", ridge.chosen)
-                model.start_from(ridge.chosen)
+                model.start_from(ridge.chosen, ridge.training_diagonal)
             return model
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
