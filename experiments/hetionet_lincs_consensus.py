@@ -19,7 +19,9 @@ them, and the run's summary says so. Drugs missing from Hetionet join as new com
 linked to their CbG targets. Compound nodes carry Morgan fingerprints.
 
 Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, relational_sgc, kg_ridge or a
-baseline; relational_sgc is kg_ridge with its relation weights learned: models/relational_sgc.py),
+baseline; relational_sgc is kg_ridge with its relation weights learned: models/relational_sgc.py;
+with it, standardise=all_drugs scales node values over every drug's neighbourhood, not only the
+training drugs'),
 ablate=NAME (drop one of the edge groups in ABLATIONS; `beyond_targets` keeps only drug -> target
 edges), decoder=kernel_ridge (the GNN's drug embeddings feed a kernel ridge over the training
 drugs' signatures, trained leave-one-out on the whole training part each step:
@@ -47,7 +49,10 @@ ABLATIONS["beyond_targets"] = ABLATIONS["gene_network"] + ABLATIONS["drug_contex
 
 def get_config(arg=None):
     arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", ablate="", decoder="bilinear",
-                    leaky=False, test=False)
+                    standardise="support", leaky=False, test=False)
+    if arg.standardise not in ("support", "all_drugs"):
+        raise ValueError(f"unknown standardise={arg.standardise!r}; expected 'support' or "
+                         f"'all_drugs'")
     if arg.ablate and arg.ablate not in ABLATIONS:
         raise ValueError(f"unknown ablation {arg.ablate!r}; expected one of {sorted(ABLATIONS)}")
     c = base_config()
@@ -99,6 +104,14 @@ def get_config(arg=None):
         c.train.warmup_steps = 5
         c.train.eval_every = 5
         c.train.log_every = 5
+        if arg.standardise == "all_drugs":
+            # Node values standardised over every drug's neighbourhood (held-out drugs' graph
+            # structure, never their signatures), so leave-one-out and held-out drugs see
+            # alike-scaled features; all weights start equal (kg_ridge's choice assumes the
+            # training-drug statistics) and learn for longer.
+            c.model.standardise_over = "all_drugs"
+            c.model.warm_start = ""
+            c.train.num_steps = 40
     if arg.test:
         c.data.consensus.edges = "hetionet/edges-10.sif"
         c.data.consensus.max_drugs = 150

@@ -20,9 +20,11 @@ EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
 CONSENSUS = os.path.join(EXPERIMENTS, "hetionet_lincs_consensus.py")
 
 
-def dense_kernel(model, topo, support):
+def dense_kernel(model, topo, support, unlabelled=()):
     """The model's [N, S] kernel from explicit matrices: hop-h features of every node's
-    indicator, standardised over the support, weighted per (hop, node type), inner products."""
+    indicator, standardised over the support (and the unlabelled drugs), weighted per
+    (hop, node type), inner products."""
+    population = np.r_[support, np.asarray(unlabelled, int)]
     n = topo.num_nodes
     w = np.exp(np.asarray(hyper(model.log_relation_weight), np.float64))[
         np.asarray(model.edge_group)][np.asarray(topo.edge_type)]
@@ -37,8 +39,8 @@ def dense_kernel(model, topo, support):
     kernel = np.zeros((n, len(support)))
     for h in range(model.hops):
         features = p @ features                        # column a: P^h e_a
-        on_support = features[:, support]
-        mean, sd = on_support.mean(1), on_support.std(1)
+        on_population = features[:, population]
+        mean, sd = on_population.mean(1), on_population.std(1)
         used = sd > RelationalSGC.MIN_SD
         z = np.where(used[:, None], (features - mean[:, None]) / np.where(used, sd, 1)[:, None], 0)
         count = np.bincount(types[used], minlength=logits.shape[1])
@@ -60,6 +62,10 @@ def test_kernel_matches_dense_matrices_and_is_kg_ridge_scaled_at_init(sparse):
     np.testing.assert_allclose(k, dense_kernel(model, topo, support), atol=2e-4)
     # kg_ridge's scale: hop kernels of unit mean diagonal over the support, averaged.
     np.testing.assert_allclose(np.mean(k[support, np.arange(len(support))]), 1.0, rtol=1e-4)
+    # Statistics over the support and held-out drugs (their graph neighbourhoods only).
+    unlabelled = np.array([1, 4, 9])
+    k = np.asarray(model.graph_kernel(topo, jnp.asarray(support), jnp.asarray(unlabelled)))
+    np.testing.assert_allclose(k, dense_kernel(model, topo, support, unlabelled), atol=2e-4)
     # Learned weights, as after training: still the dense matrices' kernel.
     rng = np.random.default_rng(0)
     for p in (model.log_relation_weight, model.hop_logits, model.type_logits):

@@ -129,9 +129,16 @@ class RelationalSGC(nnx.Module):
         norm = jax.lax.rsqrt(degree)
         return w * norm[topology.senders] * norm[topology.receivers], 1.0 / degree
 
-    def graph_kernel(self, topology: Topology, support: jax.Array) -> jax.Array:
-        """[N, S] kernel between every node and the support drugs (flat positions [S])."""
+    def graph_kernel(self, topology: Topology, support: jax.Array,
+                     unlabelled: jax.Array | None = None) -> jax.Array:
+        """[N, S] kernel between every node and the support drugs (flat positions [S]).
+
+        Node values are standardised over the support drugs, or over the support and the
+        `unlabelled` drugs [U] (held-out drugs, graph structure only) when given: a held-out
+        drug's own neighbourhood, which support drugs barely reach, then counts in the spread
+        it is scaled by, as a support drug's does in its leave-one-out prediction."""
         n, s = topology.num_nodes, support.shape[0]
+        columns = support if unlabelled is None else jnp.concatenate([support, unlabelled])
         edge_w, self_w = self.edge_weights(topology)
 
         def step(x, transpose=False):
@@ -141,7 +148,8 @@ class RelationalSGC(nnx.Module):
         num_types = self.type_logits.shape[1]
         hop_mix = jax.nn.softmax(hyper(self.hop_logits))
         type_logits = hyper(self.type_logits)
-        x = jnp.zeros((n, s), jnp.float32).at[support, jnp.arange(s)].set(1.0)
+        c = columns.shape[0]
+        x = jnp.zeros((n, c), jnp.float32).at[columns, jnp.arange(c)].set(1.0)
         weighted, offset = [], jnp.zeros((s,), jnp.float32)
         for h in range(self.hops):
             x = step(x)
@@ -155,7 +163,7 @@ class RelationalSGC(nnx.Module):
             share = jnp.where(present, jax.nn.softmax(logits), 0.0) / jnp.maximum(count, 1.0)
             node_w = jnp.where(used, hop_mix[h] * share[node_type]
                                / jnp.where(used, var, 1.0), 0.0)
-            y = node_w[:, None] * centred                                    # [N, S]
+            y = node_w[:, None] * centred[:, :s]                             # [N, S]
             weighted.append(y)
             offset = offset + mean @ y
         v = weighted[-1]
@@ -173,7 +181,7 @@ class RelationalSGC(nnx.Module):
         if support is None:
             raise ValueError("the relational SGC model needs the support drugs (`support`)")
         s = support["drug"]
-        k_all = self.graph_kernel(topology, s)                               # [N, S]
+        k_all = self.graph_kernel(topology, s, support.get("unlabelled"))   # [N, S]
         k_ss, k_qs = k_all[s], k_all[drug]
         k_ss = 0.5 * (k_ss + k_ss.T)
         x = nodes["features"]

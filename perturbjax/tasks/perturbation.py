@@ -106,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
     # relational_sgc's initial kernel: "kg_ridge" (the one kg_ridge picks on validation, a
     # closed-form fit of about half a minute on Hetionet) or "" (all weights equal, 3 hops).
     c.model.warm_start = ""
+    # relational_sgc's node-value statistics: over the "support" (training drugs, as kg_ridge)
+    # or "all_drugs" (also the held-out drugs' graph neighbourhoods; never their signatures)
+    c.model.standardise_over = "support"
     # "mse", or "pearson_centered": 1 - the selection metric, per condition (scale-free: MSE on
     # raw z-scores is ruled by the few drugs with the largest responses)
     c.model.loss = "mse"
@@ -157,6 +160,8 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("model.decoder", lambda v: v in DECODERS, f"one of {DECODERS}")
     need("model.loss", lambda v: v in LOSSES, f"one of {LOSSES}")
     need("model.warm_start", lambda v: v in ("", "kg_ridge"), "'' or 'kg_ridge'")
+    need("model.standardise_over", lambda v: v in ("support", "all_drugs"),
+         "'support' or 'all_drugs'")
     if c.model.decoder == "kernel_ridge":
         need("graph.mode", lambda v: v == "full",
              "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
@@ -315,12 +320,16 @@ class PerturbationTask:
                     else "model.decoder=kernel_ridge")
             raise ValueError(f"{what} needs one training condition per drug (consensus "
                              f"signatures); this dataset has several per drug")
+        unlabelled = np.setdiff1d(self._drug_pos, drugs)  # held-out drugs (no signatures)
         if position is not None:
-            drugs = position[drugs]
+            drugs, unlabelled = position[drugs], position[unlabelled]
         row = np.full(num_nodes, -1, np.int32)
         row[drugs] = np.arange(len(drugs), dtype=np.int32)
-        return {"drug": jnp.asarray(drugs, jnp.int32), "row": jnp.asarray(row),
-                "signature": jnp.asarray(self.data.signatures[train], jnp.float32)}
+        out = {"drug": jnp.asarray(drugs, jnp.int32), "row": jnp.asarray(row),
+               "signature": jnp.asarray(self.data.signatures[train], jnp.float32)}
+        if self.config.model.standardise_over == "all_drugs":
+            out["unlabelled"] = jnp.asarray(unlabelled, jnp.int32)
+        return out
 
     # ---- model -----------------------------------------------------------------------------
     @property
