@@ -255,7 +255,7 @@ def test_the_demo_ablation_sweep_runs_and_compares(tmp_path, capsys):
     assert len(runs) == 4
     for run in runs:
         cli.main(["train", "--config", f"{EXPERIMENT}:test", "--workdir", run.workdir,
-                  "--no-progress", "--config.train.num_steps=6", "--config.baselines=[mean]",
+                  "--no-progress", "--config.train.num_steps=6", "--config.baselines=['mean']",
                   *[f"--config.{o}" for o in run.overrides]])
     summary = json.loads((root / "graph.ablation=shuffle:drug_gene,seed=1" / "summary.json")
                          .read_text())
