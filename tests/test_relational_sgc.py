@@ -175,6 +175,7 @@ def test_a_warm_start_predicts_what_kg_ridge_predicts(data_dir_unchanged):
                              ["baselines=[]", "data.consensus.morgan_bits=1024"])
     task = PerturbationTask(config)
     model = task.build_model(nnx.Rngs(0))
+    task.warm_start(model)
     ridge = GraphRidge()
     ridge.fit(task.graph_data(), task.split.train, task.split.validation)
     for part in ("validation", "test"):

@@ -45,6 +45,10 @@ class Task(Protocol):
       inputs: device arrays every batch shares (a whole graph and its topology), passed to
         every step as an argument, never captured; `{}` when each batch brings its own.
       model_is_baseline: True when `model_name` is fitted on the host, with no training loop.
+
+    Optional methods the loop calls when a task has them: `warm_start(model)` before training
+    from scratch (never on resume), and `model_report(model) -> dict`, what the selected model
+    learned, kept in the summary under "learned" when not empty.
     """
 
     selection: SelectionMetric

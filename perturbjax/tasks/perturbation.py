@@ -162,6 +162,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("model.warm_start", lambda v: v in ("", "kg_ridge"), "'' or 'kg_ridge'")
     need("model.standardise_over", lambda v: v in ("support", "all_drugs"),
          "'support' or 'all_drugs'")
+    if c.model.warm_start == "kg_ridge":
+        need("model.standardise_over", lambda v: v == "support",
+             "'support' with model.warm_start=kg_ridge (kg_ridge's kernel uses the training "
+             "drugs' statistics)")
     if c.model.decoder == "kernel_ridge":
         need("graph.mode", lambda v: v == "full",
              "'full' with model.decoder=kernel_ridge (it reads every training drug's embedding)")
@@ -347,13 +351,7 @@ class PerturbationTask:
         if m.name not in TRAINED_MODELS:
             raise ValueError(f"unknown model {m.name!r}; expected one of {MODELS}")
         if m.name == "relational_sgc":
-            model = RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs)
-            if m.warm_start == "kg_ridge":
-                ridge = GraphRidge()
-                ridge.fit(self.graph_data(), self.split.train, self.split.validation)
-                log.info("relational_sgc starts from kg_ridge's validation choice %s", ridge.chosen)
-                model.start_from(ridge.chosen, ridge.training_diagonal)
-            return model
+            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs)
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
                                  bases=m.bases or None, dropout=m.dropout, channels=m.channels,
@@ -363,6 +361,16 @@ class PerturbationTask:
                                  decoder=m.decoder, kernel_dim=m.kernel_dim,
                                  # node ids (positions in the full graph) index the table
                                  num_nodes=self.graph.num_nodes, rngs=rngs)
+
+    def warm_start(self, model) -> None:
+        """Before training from scratch (not on resume or restore): relational_sgc with
+        model.warm_start=kg_ridge starts from the kernel kg_ridge picks on validation."""
+        if not isinstance(model, RelationalSGC) or self.config.model.warm_start != "kg_ridge":
+            return
+        ridge = GraphRidge()
+        ridge.fit(self.graph_data(), self.split.train, self.split.validation)
+        log.info("relational_sgc starts from kg_ridge's validation choice %s", ridge.chosen)
+        model.start_from(ridge.chosen, ridge.training_diagonal)
 
     def model_report(self, model) -> dict:
         """The summary's "learned" entry: relational_sgc's relation weights (1 = as kg_ridge

@@ -221,6 +221,9 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     t = config.train
     every = t.checkpoint.every
     model = task.build_model(nnx.Rngs(config.seed))
+    warm_start = getattr(task, "warm_start", None)
+    if warm_start is not None and loop_state is None:  # a resumed run restores its parameters
+        warm_start(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx, schedule = make_optimizer(t)
     opt_state = tx.init(params)
