@@ -54,11 +54,24 @@ def get_config(arg=None):
     c.train.log_every = 25
     c.train.eval_every = 25
     c.wandb.tags = ["hetionet", "lincs", "cell_lines"]
+    if arg.model == "relational_sgc":
+        # Kernel ridge over the training conditions: the relational SGC drug kernel times a
+        # cell-line kernel (basal expression) and a dose/time kernel, each training condition
+        # predicted with its cell line left out (models/relational_sgc.py).
+        c.model.num_layers = 3  # hops
+        c.model.loss = "pearson_centered"
+        c.train.batch_size = 1024  # every training condition is a query of every step
+        c.train.num_steps = 30
+        c.train.warmup_steps = 5
+        c.train.eval_every = 5
+        c.train.log_every = 5
 
     if arg.test:
         c.data.cell_lines.edges = "hetionet/edges-10.sif"
         c.data.cell_lines.full_tables = False
         shrink_for_tests(c, baselines=["mean", "ridge"])
+        if arg.model == "relational_sgc":
+            c.train.batch_size = 1024
     return c
 
 

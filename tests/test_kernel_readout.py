@@ -1,4 +1,4 @@
-"""The kernel-ridge decoder: closed-form leave-one-out, the label trick, and a demo run."""
+"""The kernel-ridge decoder: closed-form leave-one-out (and leave-group-out), the label trick, and a demo run."""
 
 import os
 
@@ -10,7 +10,8 @@ from flax import nnx
 
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.models.perturbation import KernelRidgeReadout, hyper
+from perturbjax.models.perturbation import (KernelRidgeReadout, hyper, leave_out_groups,
+                                           ridge_predict)
 from perturbjax.train.loop import train_and_evaluate
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
@@ -113,3 +114,23 @@ def test_the_kernel_ridge_decoder_needs_one_condition_per_drug(tmp_path, capsys)
         cli.main(["train", "--config", f"{DEMO}:test", "--workdir", str(tmp_path / "w4"),
                   "--config.model.loss=cosine"])
     assert "model.loss" in capsys.readouterr().err
+
+
+def test_support_groups_are_predicted_with_the_whole_group_left_out():
+    rng = np.random.default_rng(3)
+    n, genes = 12, 3
+    z = rng.normal(size=(n, 5))
+    k = z @ z.T
+    y = rng.normal(size=(n, genes))
+    labels = np.array([2, 0, 2, 1, 0, 2, 5, 1, 5, 5, 5, 7])  # uneven groups, one singleton
+    groups = jax.tree.map(jnp.asarray, leave_out_groups(labels))
+    q = rng.normal(size=(2, 5))
+    pred = np.asarray(ridge_predict(jnp.asarray(k, jnp.float32), jnp.asarray(np.r_[k, q @ z.T], jnp.float32),
+                                    jnp.asarray(y, jnp.float32), jnp.float32(0.5),
+                                    jnp.r_[jnp.arange(n), -1, -1].astype(jnp.int32), groups))
+    for i in range(n):
+        rest = labels != labels[i]  # refitted without i's whole group
+        coef = np.linalg.solve(k[np.ix_(rest, rest)] + 0.5 * np.eye(rest.sum()), y[rest])
+        np.testing.assert_allclose(pred[i], k[i, rest] @ coef, rtol=2e-3, atol=2e-3)
+    full = np.linalg.solve(k + 0.5 * np.eye(n), y)
+    np.testing.assert_allclose(pred[n:], q @ z.T @ full, rtol=2e-3, atol=2e-3)

@@ -92,13 +92,14 @@ def test_support_drugs_never_see_their_own_signature():
     model = RelationalSGC(schema, hops=2)
     rng = np.random.default_rng(1)
     support = jnp.arange(8)
-    row = jnp.full(topo.num_nodes, -1, jnp.int32).at[support].set(jnp.arange(8, dtype=jnp.int32))
+    rows = jnp.r_[jnp.arange(8), -1, -1].astype(jnp.int32)  # queries 0-7 are the support
     nodes = {"features": jnp.asarray(rng.random((topo.num_nodes, 5)) < 0.5, jnp.float32)}
     y = rng.normal(size=(8, 4)).astype(np.float32)
 
     def predict(signature):
-        s = {"drug": support, "row": row, "signature": jnp.asarray(signature)}
-        return np.asarray(model(topo, nodes, jnp.arange(10), None, None, None, support=s))
+        s = {"drug": support, "signature": jnp.asarray(signature)}
+        return np.asarray(model(topo, nodes, jnp.arange(10), None, None, None, support=s,
+                                support_row=rows))
 
     changed = y.copy()
     changed[3] += 10.0

@@ -19,6 +19,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from perturbjax.graph.padding import GraphSchema
@@ -165,19 +166,51 @@ def tanimoto_similarity(x_a: jax.Array, x_b: jax.Array) -> jax.Array:
     return jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
 
 
+def leave_out_groups(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """`ridge_predict`'s groups of support rows with equal `labels` [S]: "members"
+    [n_groups, largest] (-1 padded), each row's "group" and "slot" [S] (host-side, numpy)."""
+    _, group, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    order = np.argsort(group, kind="stable")
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    slot = np.empty(len(labels), np.int32)
+    slot[order] = np.arange(len(labels)) - np.repeat(starts, sizes)
+    members = np.full((len(sizes), sizes.max()), -1, np.int32)
+    members[group, slot] = np.arange(len(labels))
+    return {"members": members, "group": group.astype(np.int32), "slot": slot}
+
+
+def query_rows(support_row: jax.Array | None, query: jax.Array) -> jax.Array:
+    """The queries' support rows, -1 (not in the support) for all when none are given."""
+    return jnp.full(query.shape[0], -1, jnp.int32) if support_row is None else support_row
+
+
 def ridge_predict(k_ss: jax.Array, k_qs: jax.Array, y_support: jax.Array, penalty: jax.Array,
-                  query_support_index: jax.Array) -> jax.Array:
+                  query_support_index: jax.Array, groups: dict | None = None) -> jax.Array:
     """[B, G] kernel ridge predictions of B queries from the support's signatures [S, G]: a
     query that is support row i (`query_support_index`, else -1) gets its closed-form
     leave-one-out prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`, any other `k(q, S) alpha`.
+
+    With `groups` (support rows in groups: "members" [n_groups, size], -1 padded, and each row's
+    "group" and "slot" in it [S]), a support row is predicted with its whole group left out, as
+    a split holds out a whole cell line or drug: the residual of group g is
+    `([(K + lambda I)^-1]_gg)^-1 alpha_g` (the block form of the same identity).
     """
     n = k_ss.shape[0]
     chol = jnp.linalg.cholesky(k_ss + penalty * jnp.eye(n))
     inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
     alpha = inverse @ y_support                                          # [S, G]
     row = jnp.maximum(query_support_index, 0)
-    left_out = y_support[row] - alpha[row] / jnp.diagonal(inverse)[row][:, None]
-    return jnp.where((query_support_index >= 0)[:, None], left_out, k_qs @ alpha)
+    if groups is None:
+        residual = alpha[row] / jnp.diagonal(inverse)[row][:, None]
+    else:
+        members = groups["members"]
+        real = members >= 0
+        m = jnp.maximum(members, 0)
+        both = real[:, :, None] & real[:, None, :]
+        block = jnp.where(both, inverse[m[:, :, None], m[:, None, :]], jnp.eye(members.shape[1]))
+        by_group = jnp.linalg.solve(block, jnp.where(real[..., None], alpha[m], 0.0))
+        residual = by_group[groups["group"][row], groups["slot"][row]]
+    return jnp.where((query_support_index >= 0)[:, None], y_support[row] - residual, k_qs @ alpha)
 
 
 class KernelRidgeReadout(nnx.Module):
@@ -278,19 +311,20 @@ class PerturbationModel(nnx.Module):
 
     def __call__(self, topology: Topology, nodes: dict, drug: jax.Array, cell: jax.Array,
                  covariates: jax.Array, readout: jax.Array, *, support: dict | None = None,
-                 rngs: nnx.Rngs | None = None, deterministic: bool = True) -> jax.Array:
+                 support_row: jax.Array | None = None, rngs: nnx.Rngs | None = None,
+                 deterministic: bool = True) -> jax.Array:
         """Args: the graph's topology and node inputs (see `KGEncoder`), node positions (in the
         topology's numbering) of each condition's drug [B] and cell line [B], covariates
         [B, num_covariates], readout genes [G]; for the kernel-ridge decoder, `support`: the
-        training drugs' positions "drug" [S], their signatures "signature" [S, G] and each
-        node's support row "row" [N] (-1 for nodes outside it)."""
+        training drugs' positions "drug" [S] and their signatures "signature" [S, G], and
+        `support_row` [B], each condition's row in the support (-1 outside it; default all)."""
         h = self.encoder(topology, nodes, rngs=rngs, deterministic=deterministic)
         if self.kernel_readout is not None:
             if support is None:
                 raise ValueError("the kernel-ridge decoder needs the support drugs (`support`)")
             x = nodes["features"]
             return self.kernel_readout(h[drug], h[support["drug"]], x[drug], x[support["drug"]],
-                                       support["signature"], support["row"][drug])
+                                       support["signature"], query_rows(support_row, drug))
         h_drug, h_cell = h[drug], h[cell]
         gene_key = self.gene_key(h[readout])
         if self.readout_embedding is not None:

@@ -22,6 +22,13 @@ features of a query: `k_h(a, b) = [(P^T)^h Y_h]_a - c_h(b)`, with `Y_h` the supp
 weighted, centred hop-h values; a Horner chain of transposed products sums all hops. So a
 step is 2h sparse products of `[N, S]` values, and any node (a validation, test or brand-new
 drug) is a query by reading one row.
+
+Where a drug has several conditions (cell lines, doses, times), the ridge runs over the
+training conditions with a product kernel `K_drug * K_cell * K_dose,time` (`conditions=True`):
+the drug kernel above, a cell-line kernel from the cell nodes' input features (basal
+expression) and a Gaussian kernel of the covariates, each with learned weights; a training
+condition is then predicted with its whole split group (its cell line in a cold-cell split,
+its drug in a cold-drug one) left out, so the loss sees what a held-out cell line sees.
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from perturbjax.graph.aggregate import segment_sum
 from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import propagate
 from perturbjax.graph.topology import Topology
-from perturbjax.models.perturbation import (HYPER_RATE, hyper, ridge_predict, scaled_hyper,
-                                           tanimoto_similarity)
+from perturbjax.models.perturbation import (HYPER_RATE, hyper, query_rows, ridge_predict,
+                                           scaled_hyper, tanimoto_similarity)
 
 
 def relation_groups(schema: GraphSchema, prefix: str = "rev_") -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -67,7 +74,8 @@ class RelationalSGC(nnx.Module):
     # Node values whose spread over the support is below this are constant for the kernel.
     MIN_SD = 1e-9
 
-    def __init__(self, schema: GraphSchema, *, hops: int = 3, rngs: nnx.Rngs | None = None):
+    def __init__(self, schema: GraphSchema, *, hops: int = 3, conditions: bool = False,
+                 num_covariates: int = 2, rngs: nnx.Rngs | None = None):
         del rngs  # nothing random: the initial kernel is kg_ridge's
         if hops < 1:
             raise ValueError(f"RelationalSGC needs hops >= 1, got {hops}")
@@ -79,6 +87,13 @@ class RelationalSGC(nnx.Module):
         self.chemistry_logit = scaled_hyper(0.0)
         self.log_tanimoto_power = scaled_hyper(math.log(3.0))
         self.log_penalty = scaled_hyper(math.log(0.3))
+        self.conditions = conditions
+        if conditions:
+            # The cell-line kernel's parts (the same cell line; any two; basal similarity), its
+            # sharpness, and the covariates' length scales (log10 dose, days).
+            self.cell_logits = scaled_hyper(0.0, (3,))
+            self.log_cell_sharpness = scaled_hyper(math.log(4.0))
+            self.log_covariate_scale = scaled_hyper(0.0, (num_covariates,))
 
     def start_from(self, chosen: dict, hop_scales) -> None:
         """Starts from the kernel that `kg_ridge` chose on validation, exactly: its `chosen`
@@ -116,7 +131,18 @@ class RelationalSGC(nnx.Module):
                                         4).tolist(),
                 "chemistry_weight": round(float(jax.nn.sigmoid(hyper(self.chemistry_logit))), 4),
                 "tanimoto_power": round(float(jnp.exp(hyper(self.log_tanimoto_power))), 4),
-                "penalty": float(jnp.exp(hyper(self.log_penalty)))}
+                "penalty": float(jnp.exp(hyper(self.log_penalty)))} | self._context_report()
+
+    def _context_report(self) -> dict:
+        if not self.conditions:
+            return {}
+        parts = np.asarray(jax.nn.softmax(hyper(self.cell_logits)))
+        return {"cell_kernel": {"same_cell": round(float(parts[0]), 4),
+                                "constant": round(float(parts[1]), 4),
+                                "basal_similarity": round(float(parts[2]), 4),
+                                "sharpness": round(float(jnp.exp(hyper(self.log_cell_sharpness))), 4)},
+                "covariate_scales": np.round(np.exp(np.asarray(
+                    hyper(self.log_covariate_scale))), 4).tolist()}
 
     def edge_weights(self, topology: Topology) -> tuple[jax.Array, jax.Array]:
         """The normalised edge weights `w_r / sqrt(d_src d_dst)` [E] and self-loop weights
@@ -173,11 +199,15 @@ class RelationalSGC(nnx.Module):
 
     def __call__(self, topology: Topology, nodes: dict, drug: jax.Array, cell: jax.Array,
                  covariates: jax.Array, readout: jax.Array, *, support: dict | None = None,
-                 rngs: nnx.Rngs | None = None, deterministic: bool = True) -> jax.Array:
-        """[B, G] signatures of the drugs at flat positions `drug` [B] (the arguments of
-        `PerturbationModel`; cell, covariates and readout are unused: one condition per drug,
-        over the support signatures' genes)."""
-        del cell, covariates, readout, rngs, deterministic
+                 support_row: jax.Array | None = None, rngs: nnx.Rngs | None = None,
+                 deterministic: bool = True) -> jax.Array:
+        """[B, G] signatures of the conditions of drugs at flat positions `drug` [B], over the
+        support signatures' genes (`readout` is unused). `support_row` [B]: each condition's
+        row in the support (-1 outside it), predicted with its group left out. Without
+        `conditions` (one condition per drug) `cell` and `covariates` are unused; with it,
+        `support` also holds the training conditions' "condition_drug" (index into "drug"),
+        "cell", "covariates" and "groups" (see `ridge_predict`)."""
+        del readout, rngs, deterministic
         if support is None:
             raise ValueError("the relational SGC model needs the support drugs (`support`)")
         s = support["drug"]
@@ -192,5 +222,46 @@ class RelationalSGC(nnx.Module):
             tanimoto = tanimoto_similarity(x_a, x[s])
             return (1.0 - chem) * graph + chem * jnp.exp(power * jnp.log(jnp.maximum(tanimoto, 1e-12)))
 
-        return ridge_predict(mixed(k_ss, x[s]), mixed(k_qs, x[drug]), support["signature"],
-                             jnp.exp(hyper(self.log_penalty)), support["row"][drug])
+        k_ss, k_qs = mixed(k_ss, x[s]), mixed(k_qs, x[drug])
+        rows = query_rows(support_row, drug)
+        if not self.conditions:
+            return ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
+                                 rows)
+        d = support["condition_drug"]
+        cells, cov = support["cell"], support["covariates"]
+        x_cells = x[cells]
+        k_ss = k_ss[d][:, d] * self.context_kernel(x_cells, cells, cov, x_cells, cells, cov)
+        k_qs = k_qs[:, d] * self.context_kernel(x[cell], cell, covariates, x_cells, cells, cov)
+        return ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
+                             rows, support["groups"])
+
+    def context_kernel(self, x_a: jax.Array, cell_a: jax.Array, cov_a: jax.Array,
+                       x_b: jax.Array, cell_b: jax.Array, cov_b: jax.Array) -> jax.Array:
+        """[A, B] cell-line x covariate kernel between conditions a and support conditions b.
+
+        Cell lines: `w_same [same line] + w_any + w_basal exp(gamma (rho - 1))`, rho the
+        correlation of the two lines' input features standardised over the support's lines
+        (features that do not vary there are left out); a line without features (all zeros:
+        no basal expression measured) has only the first two parts. Covariates: a Gaussian
+        kernel with a learned length scale per covariate."""
+        has_a, has_b = jnp.any(x_a != 0, 1), jnp.any(x_b != 0, 1)
+        weight = has_b.astype(jnp.float32)[:, None]
+        count = jnp.maximum(weight.sum(), 1.0)
+        mean = (weight * x_b).sum(0) / count
+        var = (weight * (x_b - mean) ** 2).sum(0) / count
+        scale = jnp.where(var > self.MIN_SD ** 2, jax.lax.rsqrt(jnp.where(var > 0, var, 1.0)), 0.0)
+
+        def unit(z, has):
+            u = (z - mean) * scale
+            u = u * jax.lax.rsqrt(jnp.maximum(jnp.sum(u * u, 1, keepdims=True), 1e-12))
+            return jnp.where(has[:, None], u, 0.0)
+
+        rho = unit(x_a, has_a) @ unit(x_b, has_b).T
+        both = has_a[:, None] & has_b[None]
+        parts = jax.nn.softmax(hyper(self.cell_logits))
+        sharpness = jnp.exp(hyper(self.log_cell_sharpness))
+        k_cell = (parts[0] * (cell_a[:, None] == cell_b[None]) + parts[1]
+                  + parts[2] * jnp.where(both, jnp.exp(sharpness * (rho - 1.0)), 0.0))
+        length = jnp.exp(hyper(self.log_covariate_scale))
+        gap = (cov_a[:, None, :] - cov_b[None, :, :]) / length
+        return k_cell * jnp.exp(-0.5 * jnp.sum(gap * gap, -1))

@@ -19,7 +19,7 @@ from flax import nnx
 from perturbjax.data import leakage
 from perturbjax.data.demo import DemoConfig, make_demo
 from perturbjax.data.perturbation import PerturbationData
-from perturbjax.data.splits import make_split
+from perturbjax.data.splits import make_split, split_groups
 from perturbjax.eval.metrics import higher_is_better, signature_metrics
 from perturbjax.graph.ablation import apply_ablation, parse_ablation
 from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes
@@ -27,7 +27,8 @@ from perturbjax.graph.sampling import BUDGETS, NeighbourSampler, parse_fanouts
 from perturbjax.graph.topology import Topology
 from perturbjax.models.baselines import BASELINES, SELECTION_METRIC, make_baseline
 from perturbjax.models.graph_ridge import GraphRidge
-from perturbjax.models.perturbation import DECODERS, ENCODERS, PerturbationModel
+from perturbjax.models.perturbation import (DECODERS, ENCODERS, PerturbationModel,
+                                           leave_out_groups)
 from perturbjax.models.relational_sgc import RelationalSGC
 from perturbjax.tasks.base import SelectionMetric
 from perturbjax.train.settings import (at_least, config_checker, is_integer, loop_config,
@@ -275,6 +276,11 @@ class PerturbationTask:
         self._cell_pos = (d.cell + offsets[d.cell_type]).astype(np.int32)
         self._readout_pos = (d.readout + offsets[d.gene_type]).astype(np.int32)
         self._covariates = d.condition_covariates()
+        # Each condition's row in a kernel-ridge model's support (the training part), else -1.
+        self._support_row = np.full(len(d.signatures), -1, np.int32)
+        self._support_row[self.split.train] = np.arange(len(self.split.train), dtype=np.int32)
+        self.several_conditions_per_drug = (len(np.unique(self._drug_pos[self.split.train]))
+                                            < len(self.split.train))
         self.batch_size = config.train.batch_size
         if self.batch_size > len(self.split.train):
             # One batch holds the whole training part; evaluation batches are no larger.
@@ -315,24 +321,31 @@ class PerturbationTask:
             raise ValueError(f"graph.mode is {config.graph.mode!r}; expected 'full' or 'sampled'")
 
     def support(self, num_nodes: int, position: np.ndarray | None = None) -> dict:
-        """The kernel-ridge models' support: the training conditions' drugs (at `position`
-        [old position] in a graph of `num_nodes`, default the run's own) and signatures."""
+        """The kernel-ridge models' support: the training drugs (at `position` [old position]
+        in a graph of `num_nodes`, default the run's own) and the training signatures; where
+        drugs have several training conditions, each condition's drug (index into "drug"),
+        cell line, covariates and leave-out group (the unit the split holds out)."""
         train = self.split.train
-        drugs = self._drug_pos[train]
-        if len(np.unique(drugs)) != len(drugs):
-            what = (f"model.name={self.model_name}" if self.model_name in SUPPORT_MODELS
-                    else "model.decoder=kernel_ridge")
-            raise ValueError(f"{what} needs one training condition per drug (consensus "
-                             f"signatures); this dataset has several per drug")
+        drug_of = self._drug_pos[train]
+        drugs = np.unique(drug_of) if self.several_conditions_per_drug else drug_of
+        if self.several_conditions_per_drug and self.model_name not in SUPPORT_MODELS:
+            raise ValueError("model.decoder=kernel_ridge needs one training condition per drug "
+                             "(consensus signatures); this dataset has several per drug")
         unlabelled = np.setdiff1d(self._drug_pos, drugs)  # held-out drugs (no signatures)
+        cells = self._cell_pos[train]
         if position is not None:
-            drugs, unlabelled = position[drugs], position[unlabelled]
-        row = np.full(num_nodes, -1, np.int32)
-        row[drugs] = np.arange(len(drugs), dtype=np.int32)
-        out = {"drug": jnp.asarray(drugs, jnp.int32), "row": jnp.asarray(row),
+            drugs, unlabelled, cells = position[drugs], position[unlabelled], position[cells]
+        out = {"drug": jnp.asarray(drugs, jnp.int32),
                "signature": jnp.asarray(self.data.signatures[train], jnp.float32)}
         if self.config.model.standardise_over == "all_drugs":
             out["unlabelled"] = jnp.asarray(unlabelled, jnp.int32)
+        if self.several_conditions_per_drug:
+            groups = leave_out_groups(split_groups(self.data, self.split.kind)[train])
+            out |= {"condition_drug": jnp.asarray(np.searchsorted(np.unique(drug_of), drug_of),
+                                                  jnp.int32),
+                    "cell": jnp.asarray(cells, jnp.int32),
+                    "covariates": jnp.asarray(self._covariates[train]),
+                    "groups": jax.tree.map(jnp.asarray, groups)}
         return out
 
     # ---- model -----------------------------------------------------------------------------
@@ -351,7 +364,9 @@ class PerturbationTask:
         if m.name not in TRAINED_MODELS:
             raise ValueError(f"unknown model {m.name!r}; expected one of {MODELS}")
         if m.name == "relational_sgc":
-            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs)
+            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs,
+                                 conditions=self.several_conditions_per_drug,
+                                 num_covariates=self._covariates.shape[1])
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
                                  hidden=m.hidden, num_layers=m.num_layers, heads=m.heads,
                                  bases=m.bases or None, dropout=m.dropout, channels=m.channels,
@@ -367,6 +382,10 @@ class PerturbationTask:
         model.warm_start=kg_ridge starts from the kernel kg_ridge picks on validation."""
         if not isinstance(model, RelationalSGC) or self.config.model.warm_start != "kg_ridge":
             return
+        if self.several_conditions_per_drug:
+            raise ValueError("model.warm_start=kg_ridge needs one training condition per drug "
+                             "(kg_ridge fits consensus signatures); this dataset has several "
+                             "per drug: use model.warm_start=''")
         ridge = GraphRidge()
         ridge.fit(self.graph_data(), self.split.train, self.split.validation)
         log.info("relational_sgc starts from kg_ridge's validation choice %s", ridge.chosen)
@@ -385,8 +404,8 @@ class PerturbationTask:
             graph = x["graph"]  # topology the batch brings (built on the host)
             x["nodes"] = {"features": graph.nodes["features"], "id": graph.nodes["id"]}
         return model(x["topology"], x["nodes"], x["drug"], x["cell"], x["covariates"],
-                     x["readout"], support=x.get("support"), rngs=rngs,
-                     deterministic=deterministic)
+                     x["readout"], support=x.get("support"), support_row=x.get("support_row"),
+                     rngs=rngs, deterministic=deterministic)
 
     def loss(self, model, inputs, batch, key) -> tuple[jax.Array, dict]:
         pred = self.forward(model, inputs, batch, rngs=nnx.Rngs(dropout=key), deterministic=False)
@@ -403,6 +422,8 @@ class PerturbationTask:
         batch = {"drug": self._drug_pos[idx], "cell": self._cell_pos[idx],
                  "covariates": self._covariates[idx], "signature": self.data.signatures[idx]}
         if self.sampler is None:
+            if "support" in self.inputs:
+                batch["support_row"] = self._support_row[idx]
             return batch
         # The batch's subgraph; its nodes are numbered locally, so are the positions.
         sub = self.sampler.sample(self._seeds(idx), np.random.default_rng(sample_seed))
