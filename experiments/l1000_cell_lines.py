@@ -61,10 +61,10 @@ def get_config(arg=None):
         c.model.num_layers = 3  # hops
         c.model.loss = "pearson_centered"
         c.train.batch_size = 1024  # every training condition is a query of every step
-        c.train.num_steps = 30
+        c.train.num_steps = 60  # fold 0: validation rises to step 40-50, then stays
         c.train.warmup_steps = 5
-        c.train.eval_every = 5
-        c.train.log_every = 5
+        c.train.eval_every = 10
+        c.train.log_every = 10
 
     if arg.test:
         c.data.cell_lines.edges = "hetionet/edges-10.sif"

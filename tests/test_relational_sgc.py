@@ -18,6 +18,8 @@ from perturbjax.train.loop import train_and_evaluate
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
 CONSENSUS = os.path.join(EXPERIMENTS, "hetionet_lincs_consensus.py")
+CELL_LINES = os.path.join(EXPERIMENTS, "l1000_cell_lines.py")
+DEMO = os.path.join(EXPERIMENTS, "demo.py")
 
 
 def dense_kernel(model, topo, support, unlabelled=()):
@@ -106,6 +108,50 @@ def test_support_drugs_never_see_their_own_signature():
     before, after = predict(y), predict(changed)
     np.testing.assert_allclose(before[3], after[3], atol=1e-4)  # support drug 3: left out
     assert np.abs(before[[0, 8, 9]] - after[[0, 8, 9]]).max() > 1e-3  # the others use it
+
+
+def test_a_held_out_cell_line_is_predicted_without_its_conditions():
+    """Several conditions per drug (the generated demo, cold-cell split): a training condition
+    is predicted from the other cell lines only, so changing the signatures of one training
+    line's conditions leaves that line's predictions alone and moves everything else's."""
+    from flax import nnx
+
+    from perturbjax.tasks.perturbation import PerturbationTask
+
+    config = apply_overrides(load_config(f"{DEMO}:test"),
+                             ["model.name=relational_sgc", "model.num_layers=2",
+                              "data.split=cold_cell", "baselines=[]"])
+    task = PerturbationTask(config)
+    assert task.several_conditions_per_drug
+    model = task.build_model(nnx.Rngs(0))
+    train, validation = task.examples("train"), task.examples("validation")
+    idx = np.r_[train, validation]
+    batch = jax.tree.map(jnp.asarray, task.make_batch(idx, (0,)))
+    before = np.asarray(task.forward(model, task.inputs, batch))
+    line = task.data.cell[train] == task.data.cell[train[0]]
+    support = task.inputs["support"]
+    changed = {**task.inputs, "support": {**support, "signature":
+                                          support["signature"].at[np.flatnonzero(line)].add(10.0)}}
+    after = np.asarray(task.forward(model, changed, batch))
+    np.testing.assert_allclose(before[:len(train)][line], after[:len(train)][line], atol=1e-4)
+    assert np.abs(before[:len(train)][~line] - after[:len(train)][~line]).max() > 1e-3
+    assert np.abs(before[len(train):] - after[len(train):]).max() > 1e-3
+    assert set(model.report()["cell_kernel"]) == {"same_cell", "constant", "basal_similarity",
+                                                  "sharpness"}
+
+
+def test_a_cell_line_run_learns_its_cell_kernel(tmp_path, data_dir_unchanged):
+    config = apply_overrides(load_config(f"{CELL_LINES}:test,model=relational_sgc"),
+                             ["baselines=['zero']"])
+    summary = train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    assert summary["compilations"]["train_step"] == 1
+    assert np.isfinite(summary["test"]["pearson_centered"])
+    learned = summary["learned"]["cell_kernel"]
+    assert abs(learned["sharpness"] - 4.0) > 1e-3  # trained off its start
+    # kg_ridge's warm start fits one condition per drug: refused with a one-line error.
+    with pytest.raises(ValueError, match="model.warm_start=kg_ridge"):
+        train_and_evaluate(apply_overrides(config, ["model.warm_start=kg_ridge"]),
+                           str(tmp_path / "warm"), progress=False)
 
 
 @pytest.fixture(scope="module")

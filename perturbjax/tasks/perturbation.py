@@ -339,13 +339,16 @@ class PerturbationTask:
                "signature": jnp.asarray(self.data.signatures[train], jnp.float32)}
         if self.config.model.standardise_over == "all_drugs":
             out["unlabelled"] = jnp.asarray(unlabelled, jnp.int32)
+        labels = split_groups(self.data, self.split.kind)[train]
+        if self.model_name in SUPPORT_MODELS and len(np.unique(labels)) < len(labels):
+            # A training condition is predicted with the split's whole unit left out (its
+            # scaffold, its cell line), as a test condition is.
+            out["groups"] = jax.tree.map(jnp.asarray, leave_out_groups(labels))
         if self.several_conditions_per_drug:
-            groups = leave_out_groups(split_groups(self.data, self.split.kind)[train])
             out |= {"condition_drug": jnp.asarray(np.searchsorted(np.unique(drug_of), drug_of),
                                                   jnp.int32),
                     "cell": jnp.asarray(cells, jnp.int32),
-                    "covariates": jnp.asarray(self._covariates[train]),
-                    "groups": jax.tree.map(jnp.asarray, groups)}
+                    "covariates": jnp.asarray(self._covariates[train])}
         return out
 
     # ---- model -----------------------------------------------------------------------------
