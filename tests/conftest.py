@@ -81,13 +81,13 @@ DEMO_SEEDS = (0, 1)
 
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
-    """The planted-mechanism demo trained to convergence (600 steps), seeds 0 and 1, with and
+    """The planted-mechanism demo trained for 300 steps, seeds 0 and 1, with and
     without the mechanism's edge types: {(seed, "" | "ablate"): (summary, workdir)}. Shared by
     the science and explanation tests (minutes of training, done once)."""
     from perturbjax.config import apply_overrides, load_config
     from perturbjax.train.loop import train_and_evaluate
 
-    shorter = ["train.num_steps=600", "train.eval_every=100", "wandb.mode=disabled"]
+    shorter = ["train.num_steps=300", "train.eval_every=100", "wandb.mode=disabled"]
     out = {}
     for seed in DEMO_SEEDS:
         for variant in ("", "ablate"):

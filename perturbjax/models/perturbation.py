@@ -166,17 +166,20 @@ def tanimoto_similarity(x_a: jax.Array, x_b: jax.Array) -> jax.Array:
     return jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
 
 
-def leave_out_groups(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """`ridge_predict`'s groups of support rows with equal `labels` [S]: "members"
-    [n_groups, largest] (-1 padded), each row's "group" and "slot" [S] (host-side, numpy)."""
+def leave_out_groups(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`ridge_predict`'s groups of support rows with equal `labels` [S] (host-side, numpy):
+    member matrices [n_groups, size] (-1 padded), groups bucketed by size to powers of two so
+    that one large group (a common scaffold) does not pad every other to its size."""
     _, group, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    order = np.argsort(group, kind="stable")
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    slot = np.empty(len(labels), np.int32)
-    slot[order] = np.arange(len(labels)) - np.repeat(starts, sizes)
-    members = np.full((len(sizes), sizes.max()), -1, np.int32)
-    members[group, slot] = np.arange(len(labels))
-    return {"members": members, "group": group.astype(np.int32), "slot": slot}
+    rows = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
+    width = 1 << np.ceil(np.log2(sizes)).astype(int)
+    buckets = []
+    for w in np.unique(width):
+        members = np.full((int((width == w).sum()), int(w)), -1, np.int32)
+        for i, g in enumerate(np.flatnonzero(width == w)):
+            members[i, :sizes[g]] = rows[g]
+        buckets.append(members)
+    return tuple(buckets)
 
 
 def query_rows(support_row: jax.Array | None, query: jax.Array) -> jax.Array:
@@ -185,32 +188,36 @@ def query_rows(support_row: jax.Array | None, query: jax.Array) -> jax.Array:
 
 
 def ridge_predict(k_ss: jax.Array, k_qs: jax.Array, y_support: jax.Array, penalty: jax.Array,
-                  query_support_index: jax.Array, groups: dict | None = None) -> jax.Array:
+                  query_support_index: jax.Array, groups: tuple | None = None) -> jax.Array:
     """[B, G] kernel ridge predictions of B queries from the support's signatures [S, G]: a
     query that is support row i (`query_support_index`, else -1) gets its closed-form
     leave-one-out prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`, any other `k(q, S) alpha`.
 
-    With `groups` (support rows in groups: "members" [n_groups, size], -1 padded, and each row's
-    "group" and "slot" in it [S]), a support row is predicted with its whole group left out, as
-    a split holds out a whole cell line or drug: the residual of group g is
-    `([(K + lambda I)^-1]_gg)^-1 alpha_g` (the block form of the same identity).
+    With `groups` (member matrices of groups of support rows, -1 padded: `leave_out_groups`),
+    a support row is predicted with its whole group left out, as a split holds out a whole cell
+    line or scaffold: the residual of group g is `([(K + lambda I)^-1]_gg)^-1 alpha_g` (the block
+    form of the same identity).
     """
     n = k_ss.shape[0]
     chol = jnp.linalg.cholesky(k_ss + penalty * jnp.eye(n))
     inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
     alpha = inverse @ y_support                                          # [S, G]
-    row = jnp.maximum(query_support_index, 0)
     if groups is None:
-        residual = alpha[row] / jnp.diagonal(inverse)[row][:, None]
+        residual = alpha / jnp.diagonal(inverse)[:, None]
     else:
-        members = groups["members"]
-        real = members >= 0
-        m = jnp.maximum(members, 0)
-        both = real[:, :, None] & real[:, None, :]
-        block = jnp.where(both, inverse[m[:, :, None], m[:, None, :]], jnp.eye(members.shape[1]))
-        by_group = jnp.linalg.solve(block, jnp.where(real[..., None], alpha[m], 0.0))
-        residual = by_group[groups["group"][row], groups["slot"][row]]
-    return jnp.where((query_support_index >= 0)[:, None], y_support[row] - residual, k_qs @ alpha)
+        residual = jnp.zeros_like(alpha)
+        for members in groups:
+            real = members >= 0
+            m = jnp.maximum(members, 0)
+            both = real[:, :, None] & real[:, None, :]
+            block = jnp.where(both, inverse[m[:, :, None], m[:, None, :]],
+                              jnp.eye(members.shape[1]))
+            by_group = jnp.einsum("gij,gjk->gik", jnp.linalg.inv(block),
+                                  jnp.where(real[..., None], alpha[m], 0.0))
+            residual = residual.at[jnp.where(real, members, n)].set(by_group, mode="drop")
+    row = jnp.maximum(query_support_index, 0)
+    return jnp.where((query_support_index >= 0)[:, None], y_support[row] - residual[row],
+                     k_qs @ alpha)
 
 
 class KernelRidgeReadout(nnx.Module):
