@@ -7,6 +7,8 @@ r"""Real data: (drug, cell line, dose, time) L1000 signatures in cell lines held
     done
     # or, the same five runs (workdirs ROOT/data.fold=K) through the launcher:
     perturbjax launch --config experiments/l1000_cell_lines.py --sweep --root runs/cell_lines/hetero_gat --target local
+    # the relational SGC, which beats every baseline here (test 0.223 vs the MLP's 0.161):
+    perturbjax launch --config experiments/l1000_cell_lines.py:model=relational_sgc --sweep --root runs/cell_lines/relational_sgc --target local
 
 Data: `l1000/modzs_n272x978.gct` (cmapR's example): 272 level-5 signatures of 3 drugs
 (vemurafenib, atorvastatin, venlafaxine; 6 LINCS batches) in 65 cell lines at 5 doses and 2
@@ -17,7 +19,10 @@ cross-validation, so every test signature is from a cell line never seen in trai
 conditional model must read the cell line's response from its basal expression. With three
 drugs this is a small, hard test of the cell-line conditioning, not of drug generalisation.
 
-Variants: fold=K, seed=S, model=NAME, test.
+Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, relational_sgc or a baseline;
+relational_sgc is kernel ridge over the training conditions in a learned drug x cell-line x
+dose/time kernel, 5 folds in about 8 minutes: README, "The relational SGC on held-out cell
+lines"), test.
 """
 
 from perturbjax.config import parse_arg
