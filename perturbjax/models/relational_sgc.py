@@ -223,17 +223,13 @@ class RelationalSGC(nnx.Module):
             return (1.0 - chem) * graph + chem * jnp.exp(power * jnp.log(jnp.maximum(tanimoto, 1e-12)))
 
         k_ss, k_qs = mixed(k_ss, x[s]), mixed(k_qs, x[drug])
-        rows = query_rows(support_row, drug)
-        if not self.conditions:
-            return ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
-                                 rows, support.get("groups"))
-        d = support["condition_drug"]
-        cells, cov = support["cell"], support["covariates"]
-        x_cells = x[cells]
-        k_ss = k_ss[d][:, d] * self.context_kernel(x_cells, cells, cov, x_cells, cells, cov)
-        k_qs = k_qs[:, d] * self.context_kernel(x[cell], cell, covariates, x_cells, cells, cov)
+        if self.conditions:  # drug x context kernel over the training conditions
+            d, cells, cov = support["condition_drug"], support["cell"], support["covariates"]
+            x_cells = x[cells]
+            k_ss = k_ss[d][:, d] * self.context_kernel(x_cells, cells, cov, x_cells, cells, cov)
+            k_qs = k_qs[:, d] * self.context_kernel(x[cell], cell, covariates, x_cells, cells, cov)
         return ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
-                             rows, support.get("groups"))
+                             query_rows(support_row, drug), support.get("groups"))
 
     def context_kernel(self, x_a: jax.Array, cell_a: jax.Array, cov_a: jax.Array,
                        x_b: jax.Array, cell_b: jax.Array, cov_b: jax.Array) -> jax.Array:
