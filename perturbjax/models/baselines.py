@@ -271,42 +271,50 @@ class MLP(_Standardised):
         y = data.signatures
         self.y_mean = y[train].mean(0)
         model = _MLP(x.shape[1], self.hidden, y.shape[1], self.dropout, nnx.Rngs(self.seed))
-        optimizer = nnx.Optimizer(model, optax.adamw(self.lr, weight_decay=self.wd), wrt=nnx.Param)
+        model.train()
+        train_def, params, rest = nnx.split(model, nnx.Param, ...)
+        model.eval()
+        self.graphdef = nnx.graphdef(model)
+        tx = optax.adamw(self.lr, weight_decay=self.wd)
 
-        @nnx.jit
-        def step(model, optimizer, xb, yb):
-            def loss_fn(model):
-                return jnp.mean((model(xb) - yb) ** 2)
-            loss, grads = nnx.value_and_grad(loss_fn)(model)
-            optimizer.update(model, grads)
-            return loss
+        # One compiled call per epoch (a scan over its batches), not one per batch: the
+        # per-call overhead dominated at these sizes.
+        @jax.jit
+        def epoch(params, rest, opt_state, xb, yb):
+            def step(carry, batch):
+                params, rest, opt_state = carry
+                m = nnx.merge(train_def, params, rest)
+                grads = nnx.grad(lambda m: jnp.mean((m(batch[0]) - batch[1]) ** 2))(m)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), nnx.state(m, nnx.Not(nnx.Param)),
+                        opt_state), None
+            return jax.lax.scan(step, (params, rest, opt_state), (xb, yb))[0]
 
-        @nnx.jit
-        def forward(model, xb):
-            return model(xb)
+        @jax.jit
+        def forward(params, rest, xb):
+            return nnx.merge(self.graphdef, params, rest)(xb)
 
         rng = np.random.default_rng(self.seed)
         n_batches = max(1, len(train) // self.batch_size)
+        y_centred = jnp.asarray(y - self.y_mean)
+        x_dev, x_val = jnp.asarray(x), jnp.asarray(x[validation])
+        opt_state = tx.init(params)
         best_score = -np.inf
-        for epoch in range(self.epochs):
-            order = rng.permutation(train)[: n_batches * self.batch_size].reshape(n_batches, -1)
-            model.train()
-            for b in order:
-                step(model, optimizer, x[b], y[b] - self.y_mean)
-            model.eval()
-            score = _score(data, validation, np.asarray(forward(model, x[validation])) + self.y_mean,
+        for i in range(self.epochs):
+            order = jnp.asarray(rng.permutation(train)[: n_batches * self.batch_size]
+                                .reshape(n_batches, -1))
+            params, rest, opt_state = epoch(params, rest, opt_state, x_dev[order], y_centred[order])
+            score = _score(data, validation, np.asarray(forward(params, rest, x_val)) + self.y_mean,
                            self.y_mean)
             if score > best_score:
-                best_score, best_epoch = score, epoch + 1
-                self.params = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+                best_score, best_epoch = score, i + 1
+                self.params = jax.tree.map(np.asarray, params)
         self.chosen = {"epochs": best_epoch}
-        self.graphdef, _, self.rest = nnx.split(model, nnx.Param, ...)
+        self.rest = rest
         self._forward = forward
 
     def predict(self, data, idx):
-        model = nnx.merge(self.graphdef, self.params, self.rest)
-        model.eval()
-        return np.asarray(self._forward(model, self._features(data)[idx])) + self.y_mean
+        return np.asarray(self._forward(self.params, self.rest, self._features(data)[idx])) + self.y_mean
 
 
 BASELINES = {cls.name: cls for cls in (ZeroSignature, MeanSignature, TanimotoKNN, TanimotoRidge,
