@@ -127,8 +127,8 @@ def apply_overrides(
 
     Values are parsed against the type of the value they replace: int, float
     (int literals accepted), bool (true/false/1/0, any case), str (verbatim),
-    list/tuple (a Python literal such as ``"['mean','ridge']"``, or the comma
-    form ``mean,ridge`` for strings), and None-valued fields take any Python
+    list/tuple (a Python literal such as ``"['mean','ridge']"``, or for strings
+    the comma form ``mean,ridge``, bracketed or not: ``[mean,ridge]``), and None-valued fields take any Python
     literal, falling back to the raw string. Typed placeholders
     (``config_dict.placeholder(int)``) parse by their declared type. Field
     references are kept, so overriding a referenced field updates its users.
@@ -273,8 +273,12 @@ def _parse_sequence(text: str) -> list:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        # Comma form for lists of strings: a,b -> ['a', 'b'].
-        return [item.strip() for item in text.split(",")]
+        # Comma form for lists of strings: a,b -> ['a', 'b'], also bracketed without quotes
+        # ([a,b], which a shell leaves unquoted), so it never becomes the string '[a'.
+        inner = text.strip()
+        if inner[:1] + inner[-1:] in ("[]", "()"):
+            inner = inner[1:-1]
+        return [item.strip() for item in inner.split(",") if item.strip()]
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

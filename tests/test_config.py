@@ -186,6 +186,9 @@ def test_list_and_tuple_overrides(config):
     assert out.baselines == ("mean", "knn") and out.tags == [1, 2]
     out = cfg_lib.apply_overrides(config, ["baselines=ridge", "tags="])
     assert out.baselines == ("ridge",) and out.tags == []
+    # Brackets without quotes (what a shell leaves of [mean,ridge]) are the same list.
+    out = cfg_lib.apply_overrides(config, ["baselines=[mean, ridge]", "tags=[x]"])
+    assert out.baselines == ("mean", "ridge") and out.tags == ["x"]
 
 
 def test_none_field_takes_any_literal(config):
