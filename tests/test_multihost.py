@@ -168,7 +168,8 @@ def test_only_process_zero_writes(runs):
     root, _ = runs
     multi = root / "multi"
     assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                         "model.npz", "split.json", "summary.json"]
+                                         "model.npz", "predictions.npz", "split.json",
+                                         "summary.json"]
     config = json.loads((multi / "config.json").read_text())
     assert config["train"]["data_parallel"] is True
     # The results table is printed by process 0 alone.

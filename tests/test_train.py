@@ -67,8 +67,8 @@ def test_ten_steps_lower_the_loss(task):
 def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
     summary = train_and_evaluate(config, str(tmp_path), experiment="demo", variant="test",
                                  progress=False)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "metrics.jsonl", "model.npz", "split.json",
-                                            "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "metrics.jsonl", "model.npz",
+                                            "predictions.npz", "split.json", "summary.json"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["kind"] == "cold_drug" and len(split["test"]) == on_disk["split"]["test"]
@@ -77,6 +77,16 @@ def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
     for name in ("validation", "test"):
         assert "pearson_centered" in on_disk[name] and "precision_up@100" in on_disk[name]
         assert "pearson_centered" in on_disk["baselines"]["ridge"][name]
+    # The saved predictions score exactly as the summary says, rows in the split's order.
+    task = make_task(config)
+    with np.load(tmp_path / "predictions.npz") as saved:
+        assert sorted(saved) == sorted(f"{who}/{part}" for who in ("index", "model", "baseline/mean",
+                                                                    "baseline/ridge")
+                                       for part in ("validation", "test"))
+        for part in ("validation", "test"):
+            assert list(saved[f"index/{part}"]) == split[part]
+            assert task.metrics(part, saved[f"model/{part}"]) == on_disk[part]
+            assert task.metrics(part, saved[f"baseline/ridge/{part}"]) == on_disk["baselines"]["ridge"][part]
     # The same shapes every step: one compilation of the train step for the whole run.
     assert on_disk["compilations"] == {"train_step": 1, "predict_step": 1}
     assert json.loads((tmp_path / "config.json").read_text())["train"]["num_steps"] == 30

@@ -79,8 +79,9 @@ class Task(Protocol):
         """Scores of a part's predictions (rows in `examples(part)` order)."""
 
     def fit_baseline(self, name: str) -> dict:
-        """{"validation": metrics, "test": metrics, "chosen": hyperparameters} of a baseline
-        fitted on the training part, its hyperparameters chosen on validation."""
+        """{"validation": metrics, "test": metrics, "chosen": hyperparameters, "predictions":
+        {"validation": array, "test": array}} of a baseline fitted on the training part, its
+        hyperparameters chosen on validation (predictions in `examples(part)` order)."""
 
     def artifacts(self) -> dict[str, dict]:
         """JSON records the run directory keeps (file name -> record)."""

@@ -315,8 +315,9 @@ class CellGraphTask:
         model = make_classifier(name)
         model.fit(x["train"], y["train"], self.class_weight[y["train"]], x["validation"],
                   y["validation"], len(self.classes), self.config.seed)
-        return {p: self.metrics(p, model.scores(x[p])) for p in ("validation", "test")} | {
-            "chosen": model.chosen}
+        predictions = {p: model.scores(x[p]) for p in ("validation", "test")}
+        return {p: self.metrics(p, s) for p, s in predictions.items()} | {
+            "chosen": model.chosen, "predictions": predictions}
 
     def artifacts(self) -> dict[str, dict]:
         return {"split.json": {"seed": self.config.seed, "note": self.split_note,

@@ -465,8 +465,10 @@ class PerturbationTask:
         else:
             model, data = make_baseline(name, seed=self.config.seed), self.baseline_data
         model.fit(data, self.split.train, self.split.validation)
-        return {part: self.metrics(part, model.predict(data, self.split.parts()[part]))
-                for part in ("validation", "test")} | {"chosen": model.chosen}
+        predictions = {part: model.predict(data, self.split.parts()[part])
+                       for part in ("validation", "test")}
+        return {part: self.metrics(part, p) for part, p in predictions.items()} | {
+            "chosen": model.chosen, "predictions": predictions}
 
     def artifacts(self) -> dict[str, dict]:
         """Files the run directory keeps: the split, so a run's parts can be checked or reused."""

@@ -13,6 +13,8 @@ final test evaluation, and the run directory:
     WORKDIR/checkpoints/   every `train.checkpoint.every` steps (see `checkpoint.py`)
     WORKDIR/model.npz      the validation-selected parameters, when training ends (what
                            `perturbjax explain` and `predict` load)
+    WORKDIR/predictions.npz  validation and test predictions of the model and of every baseline
+                           (`write_predictions`)
 
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
@@ -101,6 +103,19 @@ def host() -> dict:
             "processes": jax.process_count(), "device_count": jax.device_count()}
 
 
+def write_predictions(path: str, task, predictions: dict) -> None:
+    """`predictions.npz`: for the validation and test parts, each example's index in the task's
+    data (`index/PART`) and the predictions of the model (`model/PART`) and of every baseline
+    (`baseline/NAME/PART`), rows in the same order; so ensembles and per-example analyses need
+    no refitting."""
+    arrays = {f"index/{part}": np.asarray(task.examples(part)) for part in ("validation", "test")}
+    for who, parts in predictions.items():
+        arrays.update({f"{who}/{part}": np.asarray(v, np.float32) for part, v in parts.items()})
+    with open(f"{path}.tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(f"{path}.tmp", path)
+
+
 def _write(path: str, text: str) -> None:
     """Writes whole or not at all: the other processes of a multi-host run may be reading it."""
     with open(f"{path}.tmp", "w") as f:
@@ -165,13 +180,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     try:
         if task.model_is_baseline:
             result = task.fit_baseline(task.model_name)
+            predictions = {"model": result.pop("predictions")}
             summary.update(validation=result["validation"], test=result["test"],
                            chosen=result["chosen"])
         else:
-            summary.update(_train(config, task, logger, progress, ckpt, config_json, loop_state))
+            result = _train(config, task, logger, progress, ckpt, config_json, loop_state)
+            predictions = {"model": result.pop("predictions")}
+            summary.update({part: task.metrics(part, predictions["model"][part])
+                            for part in ("validation", "test")}, **result)
         summary["baselines"] = {}
         for name in tqdm(task.baselines, desc="baselines", disable=not progress):
-            summary["baselines"][name] = task.fit_baseline(name)
+            result = task.fit_baseline(name)
+            predictions[f"baseline/{name}"] = result.pop("predictions")
+            summary["baselines"][name] = result
+        if primary:
+            write_predictions(os.path.join(workdir, "predictions.npz"), task, predictions)
         for part in ("validation", "test"):
             logger.log(summary.get("step", 0), f"final_{part}", summary[part])
             for name, result in summary["baselines"].items():  # `compare --wandb` reads them
@@ -306,10 +329,8 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     return ({"learned": learned} if learned else {}) | {
         "step": t.num_steps,
         "selected_step": best["step"],
-        "validation": task.metrics("validation", predict(predict_step, chosen, task, "validation",
-                                                         config.seed, inputs, shares)),
-        "test": task.metrics("test", predict(predict_step, chosen, task, "test", config.seed,
-                                             inputs, shares)),
+        "predictions": {part: predict(predict_step, chosen, task, part, config.seed, inputs,
+                                      shares) for part in ("validation", "test")},
         "num_params": int(sum(x.size for x in jax.tree.leaves(best["params"]))),
         "compilations": {"train_step": train_step._cache_size(),
                          "predict_step": predict_step._cache_size()},
