@@ -215,3 +215,28 @@ def test_compare_writes_a_readme_section(tmp_path, capsys):
     assert f"Written by `perturbjax compare {tmp_path / 'runs'} --part test" in text
     with pytest.raises(SystemExit, match="no '<!-- results:y -->'"):
         cli.main(["compare", *args[:-1], f"{readme}:y"])
+
+
+def test_an_ensemble_is_chosen_on_validation_and_scored_once(tmp_path, config):
+    blended = apply_overrides(config, ["ensemble=[ridge]", "train.num_steps=10",
+                                       "train.eval_every=10"])
+    summary = train_and_evaluate(blended, str(tmp_path), progress=False)
+    weights = summary["ensemble_weights"]
+    assert list(weights) == ["model", "ridge"] and np.isclose(sum(weights.values()), 1.0)
+    # The grid holds the model alone and the baseline alone: the blend is at least as good as
+    # either on validation, where it was chosen.
+    val = summary["validation"]["pearson_centered"]
+    assert val >= summary["model_alone"]["validation"]["pearson_centered"] - 1e-9
+    assert val >= summary["baselines"]["ridge"]["validation"]["pearson_centered"] - 1e-9
+    task = make_task(blended)
+    with np.load(tmp_path / "predictions.npz") as saved:
+        for part in ("validation", "test"):
+            # The saved "model" rows are the blend: they score as the summary says.
+            assert task.metrics(part, saved[f"model/{part}"]) == summary[part]
+            assert task.metrics(part, saved[f"model_alone/{part}"]) == summary["model_alone"][part]
+            mix = (weights["model"] * saved[f"model_alone/{part}"].astype(np.float64)
+                   + weights["ridge"] * saved[f"baseline/ridge/{part}"])
+            np.testing.assert_allclose(saved[f"model/{part}"], mix, rtol=1e-5, atol=1e-6)
+    bad = apply_overrides(config, ["ensemble=[mlp]"])
+    with pytest.raises(ValueError, match=r"config key ensemble is \['mlp'\]; expected names from baselines"):
+        train_and_evaluate(bad, str(tmp_path / "bad"), progress=False)

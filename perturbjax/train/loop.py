@@ -14,7 +14,8 @@ final test evaluation, and the run directory:
     WORKDIR/model.npz      the validation-selected parameters, when training ends (what
                            `perturbjax explain` and `predict` load)
     WORKDIR/predictions.npz  validation and test predictions of the model and of every baseline
-                           (`write_predictions`)
+                           (`write_predictions`); with `ensemble`, "model" is the blend and
+                           "model_alone" the trained model's own
 
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
@@ -103,10 +104,41 @@ def host() -> dict:
             "processes": jax.process_count(), "device_count": jax.device_count()}
 
 
+def ensemble(task, members: dict, resolution: int = 10) -> tuple[dict, dict]:
+    """Blends members' predictions ({name: {"validation", "test"}}, "model" first) with the
+    weights on a simplex grid of step 1/resolution that score best on validation (the task's
+    selection metric; ties go to the heavier model weight), so the test part is scored once,
+    with weights chosen without it. Returns ({name: weight}, {part: blended predictions})."""
+    names = list(members)
+    sign = 1.0 if task.selection.higher_is_better else -1.0
+
+    def compositions(total, parts):  # the model's share first, from the largest down
+        if parts == 1:
+            yield (total,)
+            return
+        for first in range(total, -1, -1):
+            for rest in compositions(total - first, parts - 1):
+                yield (first,) + rest
+
+    def blend(weights, part):
+        return sum(w * np.asarray(members[n][part], np.float64)
+                   for w, n in zip(weights, names) if w)
+
+    best, best_score = None, -np.inf
+    for counts in compositions(resolution, len(names)):
+        weights = [c / resolution for c in counts]
+        score = sign * task.metrics("validation", blend(weights, "validation"))[task.selection.name]
+        if score > best_score:
+            best, best_score = weights, score
+    return ({n: round(w, 6) for n, w in zip(names, best)},
+            {part: blend(best, part).astype(np.float32) for part in ("validation", "test")})
+
+
 def write_predictions(path: str, task, predictions: dict) -> None:
     """`predictions.npz`: for the validation and test parts, each example's index in the task's
     data (`index/PART`) and the predictions of the model (`model/PART`) and of every baseline
-    (`baseline/NAME/PART`), rows in the same order; so ensembles and per-example analyses need
+    (`baseline/NAME/PART`; with `ensemble`, `model` is the blend and `model_alone/PART` the
+    trained model), rows in the same order; so ensembles and per-example analyses need
     no refitting."""
     arrays = {f"index/{part}": np.asarray(task.examples(part)) for part in ("validation", "test")}
     for who, parts in predictions.items():
@@ -193,6 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
             result = task.fit_baseline(name)
             predictions[f"baseline/{name}"] = result.pop("predictions")
             summary["baselines"][name] = result
+        if config.ensemble:
+            summary["model_alone"] = {part: summary[part] for part in ("validation", "test")}
+            predictions["model_alone"] = predictions["model"]
+            weights, predictions["model"] = ensemble(
+                task, {"model": predictions["model_alone"],
+                       **{name: predictions[f"baseline/{name}"] for name in config.ensemble}})
+            summary["ensemble_weights"] = weights
+            summary.update({part: task.metrics(part, predictions["model"][part])
+                            for part in ("validation", "test")})
         if primary:
             write_predictions(os.path.join(workdir, "predictions.npz"), task, predictions)
         for part in ("validation", "test"):

@@ -38,6 +38,11 @@ def loop_config() -> ml_collections.ConfigDict:
     c.train.checkpoint.every = 100
     c.train.checkpoint.keep = 2
 
+    # Baselines (names from the task's `baselines`) to blend with the model after training:
+    # the run's result is then the weighted mean of their predictions and the model's, the
+    # weights chosen on validation (`loop.ensemble`); empty: the model alone.
+    c.ensemble = []
+
     c.wandb = ml_collections.ConfigDict()
     c.wandb.mode = "auto"  # online with an API key, offline otherwise; "disabled" turns it off
     c.wandb.project = "perturbjax"
@@ -81,3 +86,6 @@ def validate_loop_config(c: ml_collections.ConfigDict) -> None:
     for key in ("train.weight_decay", "train.clip_norm"):
         need(key, lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0")
     need("wandb.mode", lambda v: v in WANDB_MODES, f"one of {WANDB_MODES}")
+    if "baselines" in c:
+        need("ensemble", lambda v: set(v) <= set(c.baselines),
+             f"names from baselines ({list(c.baselines)}): an ensemble blends their predictions")
