@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -104,7 +105,8 @@ def host() -> dict:
             "processes": jax.process_count(), "device_count": jax.device_count()}
 
 
-def ensemble(task, members: dict, resolution: int = 10) -> tuple[dict, dict]:
+def ensemble(task, members: dict, resolution: int = 10, progress: bool = False
+             ) -> tuple[dict, dict]:
     """Blends members' predictions ({name: {"validation", "test"}}, "model" first) with the
     weights on a simplex grid of step 1/resolution that score best on validation (the task's
     selection metric; ties go to the heavier model weight), so the test part is scored once,
@@ -125,7 +127,9 @@ def ensemble(task, members: dict, resolution: int = 10) -> tuple[dict, dict]:
                    for w, n in zip(weights, names) if w)
 
     best, best_score = None, -np.inf
-    for counts in compositions(resolution, len(names)):
+    grid = math.comb(resolution + len(names) - 1, len(names) - 1)  # grows fast with members
+    for counts in tqdm(compositions(resolution, len(names)), total=grid, desc="ensemble",
+                       disable=not progress):
         weights = [c / resolution for c in counts]
         score = sign * task.metrics("validation", blend(weights, "validation"))[task.selection.name]
         if score > best_score:
@@ -230,7 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
             predictions["model_alone"] = predictions["model"]
             weights, predictions["model"] = ensemble(
                 task, {"model": predictions["model_alone"],
-                       **{name: predictions[f"baseline/{name}"] for name in config.ensemble}})
+                       **{name: predictions[f"baseline/{name}"] for name in config.ensemble}},
+                progress=progress)
             summary["ensemble_weights"] = weights
             summary.update({part: task.metrics(part, predictions["model"][part])
                             for part in ("validation", "test")})
