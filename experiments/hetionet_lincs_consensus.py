@@ -21,7 +21,8 @@ linked to their CbG targets. Compound nodes carry Morgan fingerprints.
 Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, relational_sgc, kg_ridge or a
 baseline; relational_sgc is kg_ridge with its relation weights learned: models/relational_sgc.py;
 with it, standardise=all_drugs scales node values over every drug's neighbourhood, not only the
-training drugs'),
+training drugs', and target_readout=True adds a second readout on the drugs' direct targets
+that shrinks toward the training mean, mixed in with a learned weight),
 ablate=NAME (drop one of the edge groups in ABLATIONS; `beyond_targets` keeps only drug -> target
 edges), decoder=kernel_ridge (the GNN's drug embeddings feed a kernel ridge over the training
 drugs' signatures, trained leave-one-out on the whole training part each step:
@@ -49,7 +50,8 @@ ABLATIONS["beyond_targets"] = ABLATIONS["gene_network"] + ABLATIONS["drug_contex
 
 def get_config(arg=None):
     arg = parse_arg(arg, fold=0, seed=0, model="hetero_gat", ablate="", decoder="bilinear",
-                    standardise="support", leaky=False, test=False)
+                    standardise="support", target_readout=False, leaky=False,
+                    test=False)
     if arg.standardise not in ("support", "all_drugs"):
         raise ValueError(f"unknown standardise={arg.standardise!r}; expected 'support' or "
                          f"'all_drugs'")
@@ -77,6 +79,7 @@ def get_config(arg=None):
     c.model.readout_embedding = True  # Hetionet genes have no input features, so genes get
     c.model.embedded_node_types = ["gene"]  # learned vectors (drugs are held out: never them)
     c.model.decoder = arg.decoder
+    c.model.target_readout = arg.target_readout  # relational_sgc only (checked)
 
     c.baselines = ["zero", "mean", "tanimoto_knn", "tanimoto_ridge", "fingerprint_ridge", "target_ridge",
                    "ridge", "mlp"]

@@ -10,6 +10,7 @@ import pytest
 from graphs import random_hetero_graph
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
+from perturbjax.graph.hetero import EdgeType
 from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.topology import Topology
 from perturbjax.models.perturbation import HYPER_RATE, hyper
@@ -87,11 +88,32 @@ def test_a_relation_and_its_reverse_share_one_weight():
     assert len(names) == len(by_name) == 6
 
 
-def test_support_drugs_never_see_their_own_signature():
+def test_the_target_kernel_is_target_ridges_standardised_indicators():
+    graph = random_hetero_graph(6, counts=(12, 15, 8), max_edges=40).with_reverse_edges()
+    schema = GraphSchema.of(graph)
+    topo = Topology.build(graph, schema, sparse=True).to_device()
+    model = RelationalSGC(schema, hops=2, targets=("a", "b"))  # drugs "a", targets "b"
+    support = np.array([0, 1, 3, 4, 6, 8, 9, 11])
+    k = np.asarray(model.target_kernel(topo, jnp.asarray(support)))
+    # One-hop neighbours of type b: through x (a -> b) and rev_y (b -> a reversed).
+    x, ab, ba = np.zeros((12, 15)), graph.edges[EdgeType("a", "x", "b")], graph.edges[EdgeType("b", "y", "a")]
+    np.add.at(x, (np.r_[ab.senders, ba.receivers], np.r_[ab.receivers, ba.senders]), 1.0)
+    mean, sd = x[support].mean(0), x[support].std(0)
+    z = np.where(sd > 0, (x - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+    dense = z @ z[support].T
+    offset = graph.node_offsets()["a"]
+    np.testing.assert_allclose(k[offset:offset + 12], dense / np.mean(np.diag(dense[support])),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="c -> b edges"):
+        RelationalSGC(schema, targets=("c", "b"))
+
+
+@pytest.mark.parametrize("targets", [None, ("a", "b")])
+def test_support_drugs_never_see_their_own_signature(targets):
     graph = random_hetero_graph(5, counts=(10, 12, 6), max_edges=40).with_reverse_edges()
     schema = GraphSchema.of(graph)
     topo = Topology.build(graph, schema, sparse=True).to_device()
-    model = RelationalSGC(schema, hops=2)
+    model = RelationalSGC(schema, hops=2, targets=targets)
     rng = np.random.default_rng(1)
     support = jnp.arange(8)
     rows = jnp.r_[jnp.arange(8), -1, -1].astype(jnp.int32)  # queries 0-7 are the support

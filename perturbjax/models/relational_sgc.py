@@ -29,6 +29,14 @@ the drug kernel above, a cell-line kernel from the cell nodes' input features (b
 expression) and a Gaussian kernel of the covariates, each with learned weights; a training
 condition is then predicted with its whole split group (its cell line in a cold-cell split,
 its drug in a cold-drug one) left out, so the loss sees what a held-out cell line sees.
+
+With `targets=(drug type, target type)` a second readout joins the first: kernel ridge in the
+linear kernel of the drugs' direct targets (their one-hop neighbours of the target type, as
+indicators standardised over the support: `target_ridge`'s features) plus a nearly unpenalised
+constant, so it shrinks toward the training mean where the first shrinks toward no change.
+The two predict alike-scaled signatures with different errors; their mixture weight and the
+second penalty are learned on the same leave-one-out loss (each readout's leave-one-out
+prediction is exact, so the mixture's is too).
 """
 
 from __future__ import annotations
@@ -73,12 +81,29 @@ class RelationalSGC(nnx.Module):
 
     # Node values whose spread over the support is below this are constant for the kernel.
     MIN_SD = 1e-9
+    # The target readout's constant kernel, against its unit mean diagonal: the intercept's
+    # eigenvalue (this times the support size) dwarfs any penalty, so it is barely shrunk.
+    INTERCEPT = 10.0
 
     def __init__(self, schema: GraphSchema, *, hops: int = 3, conditions: bool = False,
-                 num_covariates: int = 2, rngs: nnx.Rngs | None = None):
+                 num_covariates: int = 2, targets: tuple[str, str] | None = None,
+                 rngs: nnx.Rngs | None = None):
         del rngs  # nothing random: the initial kernel is kg_ridge's
         if hops < 1:
             raise ValueError(f"RelationalSGC needs hops >= 1, got {hops}")
+        self.target_edges = None
+        if targets is not None:
+            if conditions:
+                raise ValueError("the relational SGC's target readout needs one condition per "
+                                 "drug (consensus signatures)")
+            drug_type, target_type = targets
+            chosen = [k.source == drug_type and k.target == target_type for k in schema.edge_types]
+            if not any(chosen):
+                raise ValueError(f"the target readout needs {drug_type} -> {target_type} edges; "
+                                 f"the graph has none")
+            self.target_edges = tuple(float(c) for c in chosen)  # per edge type: 1 = a target
+            self.target_logit = scaled_hyper(0.0)  # the mixture starts half and half
+            self.log_target_penalty = scaled_hyper(0.0)
         self.hops = hops
         self.edge_group, self.group_names = relation_groups(schema)
         self.log_relation_weight = scaled_hyper(0.0, (len(self.group_names),))
@@ -131,7 +156,14 @@ class RelationalSGC(nnx.Module):
                                         4).tolist(),
                 "chemistry_weight": round(float(jax.nn.sigmoid(hyper(self.chemistry_logit))), 4),
                 "tanimoto_power": round(float(jnp.exp(hyper(self.log_tanimoto_power))), 4),
-                "penalty": float(jnp.exp(hyper(self.log_penalty)))} | self._context_report()
+                "penalty": float(jnp.exp(hyper(self.log_penalty)))} | self._target_report() \
+            | self._context_report()
+
+    def _target_report(self) -> dict:
+        if self.target_edges is None:
+            return {}
+        return {"target_readout_weight": round(float(jax.nn.sigmoid(hyper(self.target_logit))), 4),
+                "target_penalty": float(jnp.exp(hyper(self.log_target_penalty)))}
 
     def _context_report(self) -> dict:
         if not self.conditions:
@@ -197,6 +229,22 @@ class RelationalSGC(nnx.Module):
             v = y + step(v, transpose=True)
         return step(v, transpose=True) - offset[None]
 
+    def target_kernel(self, topology: Topology, support: jax.Array) -> jax.Array:
+        """[N, S] linear kernel of direct targets between every node and the support drugs:
+        `sum_g (x_ag - m_g)(x_bg - m_g) / v_g`, x the target indicators, m and v their support
+        mean and variance (targets no support drug varies in are left out), scaled to unit mean
+        diagonal on the support. Two products through `propagate`, as in `graph_kernel`."""
+        n, s = topology.num_nodes, support.shape[0]
+        w = jnp.where(topology.edge_mask, jnp.asarray(self.target_edges, jnp.float32)[topology.edge_type], 0.0)
+        x = propagate(topology, jnp.zeros((n, s), jnp.float32).at[support, jnp.arange(s)].set(1.0), w)
+        mean = x.mean(1)
+        centred = x - mean[:, None]
+        var = jnp.mean(centred * centred, 1)
+        used = (var > self.MIN_SD ** 2) & topology.node_mask
+        y = jnp.where(used[:, None], centred / jnp.where(used, var, 1.0)[:, None], 0.0)
+        k = propagate(topology, y, w, transpose=True) - (mean @ y)[None]
+        return k / jnp.maximum(jnp.mean(k[support, jnp.arange(s)]), 1e-12)
+
     def __call__(self, topology: Topology, nodes: dict, drug: jax.Array, cell: jax.Array,
                  covariates: jax.Array, readout: jax.Array, *, support: dict | None = None,
                  support_row: jax.Array | None = None, rngs: nnx.Rngs | None = None,
@@ -228,8 +276,16 @@ class RelationalSGC(nnx.Module):
             x_cells = x[cells]
             k_ss = k_ss[d][:, d] * self.context_kernel(x_cells, cells, cov, x_cells, cells, cov)
             k_qs = k_qs[:, d] * self.context_kernel(x[cell], cell, covariates, x_cells, cells, cov)
-        return ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
-                             query_rows(support_row, drug), support.get("groups"))
+        rows = query_rows(support_row, drug)
+        pred = ridge_predict(k_ss, k_qs, support["signature"], jnp.exp(hyper(self.log_penalty)),
+                             rows, support.get("groups"))
+        if self.target_edges is None:
+            return pred
+        k_t = self.target_kernel(topology, s) + self.INTERCEPT
+        by_targets = ridge_predict(0.5 * (k_t[s] + k_t[s].T), k_t[drug], support["signature"],
+                                   jnp.exp(hyper(self.log_target_penalty)), rows)
+        mix = jax.nn.sigmoid(hyper(self.target_logit))
+        return (1.0 - mix) * pred + mix * by_targets
 
     def context_kernel(self, x_a: jax.Array, cell_a: jax.Array, cov_a: jax.Array,
                        x_b: jax.Array, cell_b: jax.Array, cov_b: jax.Array) -> jax.Array:

@@ -110,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
     # relational_sgc's node-value statistics: over the "support" (training drugs, as kg_ridge)
     # or "all_drugs" (also the held-out drugs' graph neighbourhoods; never their signatures)
     c.model.standardise_over = "support"
+    # relational_sgc: a second readout, kernel ridge on the drugs' direct targets shrinking
+    # toward the training mean, mixed in with a learned weight (models/relational_sgc.py)
+    c.model.target_readout = False
     # "mse", or "pearson_centered": 1 - the selection metric, per condition (scale-free: MSE on
     # raw z-scores is ruled by the few drugs with the largest responses)
     c.model.loss = "mse"
@@ -163,6 +166,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("model.warm_start", lambda v: v in ("", "kg_ridge"), "'' or 'kg_ridge'")
     need("model.standardise_over", lambda v: v in ("support", "all_drugs"),
          "'support' or 'all_drugs'")
+    if c.model.target_readout:
+        need("model.name", lambda v: v == "relational_sgc",
+             "'relational_sgc' with model.target_readout=True")
     if c.model.warm_start == "kg_ridge":
         need("model.standardise_over", lambda v: v == "support",
              "'support' with model.warm_start=kg_ridge (kg_ridge's kernel uses the training "
@@ -368,7 +374,8 @@ class PerturbationTask:
         if m.name not in TRAINED_MODELS:
             raise ValueError(f"unknown model {m.name!r}; expected one of {MODELS}")
         if m.name == "relational_sgc":
-            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs,
+            targets = (self.data.drug_type, self.data.gene_type) if m.target_readout else None
+            return RelationalSGC(self.schema, hops=m.num_layers, rngs=rngs, targets=targets,
                                  conditions=self.several_conditions_per_drug,
                                  num_covariates=self._covariates.shape[1])
         return PerturbationModel(self.schema, len(self.data.readout), layer=m.name,
