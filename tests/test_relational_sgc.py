@@ -104,8 +104,18 @@ def test_the_target_kernel_is_target_ridges_standardised_indicators():
     offset = graph.node_offsets()["a"]
     np.testing.assert_allclose(k[offset:offset + 12], dense / np.mean(np.diag(dense[support])),
                                atol=1e-4)
-    with pytest.raises(ValueError, match="c -> b edges"):
-        RelationalSGC(schema, targets=("c", "b"))
+    # No c -> b edges (as after an ablation of the targets): the readout predicts the mean.
+    empty = RelationalSGC(schema, hops=1, targets=("c", "b"))
+    empty.target_logit[...] = jnp.float32(20.0 / HYPER_RATE)  # the target readout alone
+    drugs = jnp.asarray(graph.node_offsets()["c"] + np.arange(8))
+    y = np.random.default_rng(2).normal(size=(5, 3)).astype(np.float32)
+    nodes = {"features": jnp.zeros((topo.num_nodes, 4), jnp.float32)}
+    pred = empty(topo, nodes, drugs, None, None, None,
+                 support={"drug": drugs[:5], "signature": jnp.asarray(y)})
+    c = RelationalSGC.INTERCEPT * 5
+    np.testing.assert_allclose(pred, np.broadcast_to(y.mean(0) * c / (c + 1.0), (8, 3)), atol=1e-4)
+    with pytest.raises(ValueError, match=r"node types \['gene'\] are not in the graph"):
+        RelationalSGC(schema, targets=("a", "gene"))
 
 
 @pytest.mark.parametrize("targets", [None, ("a", "b")])

@@ -97,10 +97,12 @@ class RelationalSGC(nnx.Module):
                 raise ValueError("the relational SGC's target readout needs one condition per "
                                  "drug (consensus signatures)")
             drug_type, target_type = targets
+            unknown = sorted({drug_type, target_type} - set(schema.node_types))
+            if unknown:
+                raise ValueError(f"the target readout's node types {unknown} are not in the "
+                                 f"graph; it has {list(schema.node_types)}")
+            # With no such edges (an ablation dropped them) the readout predicts the mean.
             chosen = [k.source == drug_type and k.target == target_type for k in schema.edge_types]
-            if not any(chosen):
-                raise ValueError(f"the target readout needs {drug_type} -> {target_type} edges; "
-                                 f"the graph has none")
             self.target_edges = tuple(float(c) for c in chosen)  # per edge type: 1 = a target
             self.target_logit = scaled_hyper(0.0)  # the mixture starts half and half
             self.log_target_penalty = scaled_hyper(0.0)
