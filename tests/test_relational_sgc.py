@@ -188,8 +188,9 @@ def test_a_cell_line_run_learns_its_cell_kernel(tmp_path, data_dir_unchanged):
 
 @pytest.fixture(scope="module")
 def sgc_run(tmp_path_factory):
-    """A relational SGC run on the small slice of the real consensus data."""
-    config = load_config(f"{CONSENSUS}:test,model=relational_sgc")
+    """A relational SGC run (the scaffold winner: with its target readout) on the small slice of
+    the real consensus data."""
+    config = load_config(f"{CONSENSUS}:test,model=relational_sgc,target_readout=True")
     apply_overrides(config, ["baselines=[]", "train.num_steps=4", "train.eval_every=2"])
     workdir = str(tmp_path_factory.mktemp("sgc") / "run")
     return train_and_evaluate(config, workdir, progress=False), workdir
@@ -203,6 +204,9 @@ def test_a_consensus_run_trains_the_relation_weights(sgc_run, data_dir_unchanged
     weights = summary["learned"]["relation_weights"]
     assert "compound--binds--gene" in weights and len(weights) >= 2
     assert any(abs(w - 1.0) > 1e-3 for w in weights.values())
+    # The target readout's mixture weight is learned too (it starts at 0.5).
+    assert 0.0 < summary["learned"]["target_readout_weight"] < 1.0
+    assert abs(summary["learned"]["target_readout_weight"] - 0.5) > 1e-4
 
 
 def test_a_relational_sgc_run_explains_and_predicts_new_drugs(sgc_run, tmp_path):
