@@ -96,7 +96,8 @@ def test_the_target_kernel_is_target_ridges_standardised_indicators():
     support = np.array([0, 1, 3, 4, 6, 8, 9, 11])
     k = np.asarray(model.target_kernel(topo, jnp.asarray(support)))
     # One-hop neighbours of type b: through x (a -> b) and rev_y (b -> a reversed).
-    x, ab, ba = np.zeros((12, 15)), graph.edges[EdgeType("a", "x", "b")], graph.edges[EdgeType("b", "y", "a")]
+    ab, ba = graph.edges[EdgeType("a", "x", "b")], graph.edges[EdgeType("b", "y", "a")]
+    x = np.zeros((12, 15))
     np.add.at(x, (np.r_[ab.senders, ba.receivers], np.r_[ab.receivers, ba.senders]), 1.0)
     mean, sd = x[support].mean(0), x[support].std(0)
     z = np.where(sd > 0, (x - mean) / np.where(sd > 0, sd, 1.0), 0.0)
@@ -114,6 +115,8 @@ def test_the_target_kernel_is_target_ridges_standardised_indicators():
                  support={"drug": drugs[:5], "signature": jnp.asarray(y)})
     c = RelationalSGC.INTERCEPT * 5
     np.testing.assert_allclose(pred, np.broadcast_to(y.mean(0) * c / (c + 1.0), (8, 3)), atol=1e-4)
+    with pytest.raises(ValueError, match="one condition per drug"):
+        RelationalSGC(schema, conditions=True, targets=("a", "b"))
     with pytest.raises(ValueError, match=r"node types \['gene'\] are not in the graph"):
         RelationalSGC(schema, targets=("a", "gene"))
 

@@ -237,8 +237,10 @@ class RelationalSGC(nnx.Module):
         mean and variance (targets no support drug varies in are left out), scaled to unit mean
         diagonal on the support. Two products through `propagate`, as in `graph_kernel`."""
         n, s = topology.num_nodes, support.shape[0]
-        w = jnp.where(topology.edge_mask, jnp.asarray(self.target_edges, jnp.float32)[topology.edge_type], 0.0)
-        x = propagate(topology, jnp.zeros((n, s), jnp.float32).at[support, jnp.arange(s)].set(1.0), w)
+        is_target = jnp.asarray(self.target_edges, jnp.float32)[topology.edge_type]
+        w = jnp.where(topology.edge_mask, is_target, 0.0)
+        x = jnp.zeros((n, s), jnp.float32).at[support, jnp.arange(s)].set(1.0)
+        x = propagate(topology, x, w)                                     # [N, S] indicators
         mean = x.mean(1)
         centred = x - mean[:, None]
         var = jnp.mean(centred * centred, 1)
