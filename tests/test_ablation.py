@@ -310,3 +310,27 @@ def test_compare_reads_a_wandb_group(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Offline))
     assert "cannot list the group's runs (ConnectionError: no network)" in one_line_error(
         capsys, ["compare", "--wandb", "me/proj/g"])
+
+
+def test_compare_pools_a_baseline_over_runs_that_have_it(tmp_path):
+    # One group's runs were made with the baseline on seed 0 only (a rerun without
+    # baselines): one row over both seeds, no error.
+    for root, value in (("gat", 0.5), ("ridge", 0.6)):
+        for seed in range(2):
+            _write_run(tmp_path / root, f"s{seed}", ablation="none", seed=seed,
+                       value=value + seed / 10, baseline=0.1 + seed / 10,
+                       config_extra={"model": {"name": root}})
+    rerun = tmp_path / "ridge" / "s1" / "summary.json"
+    summary = json.loads(rerun.read_text())
+    summary["baselines"] = {}
+    rerun.write_text(json.dumps(summary))
+    groups, _ = group_runs(load_runs([str(tmp_path / "gat"), str(tmp_path / "ridge")]))
+    c = compare(groups, ["pearson_centered"])
+    mean = [r for r in c.rows if r.baseline]
+    assert [r.name for r in mean] == ["baseline mean"] and len(mean[0].values) == 2
+    # A baseline that scores differently where two groups share a run: one row per group.
+    summary["baselines"] = {"mean": {"test": {"pearson_centered": 0.9, "rmse": 0.9}}}
+    rerun.write_text(json.dumps(summary))
+    groups, _ = group_runs(load_runs([str(tmp_path / "gat"), str(tmp_path / "ridge")]))
+    names = [r.name for r in compare(groups, ["pearson_centered"]).rows if r.baseline]
+    assert names == ["gat: baseline mean", "ridge: baseline mean"]

@@ -247,24 +247,30 @@ class Row:
 
 
 def _rows(groups: dict[str, list[dict]], part: str) -> list[Row]:
-    """The model row of every group, then each baseline: once when it scores the same in every
-    group that has it (it did not see what differs between groups), else once per group."""
+    """The model row of every group, then each baseline: once, over every run that has it,
+    when it scores the same wherever two groups share a run (it did not see what differs
+    between groups), else once per group. Runs made without a baseline just lack it."""
     rows = [Row(f"{label}: {s[0]['model']}", label, s[0]["model"], False,
                 [_run_key(x) for x in s], [x[part] for x in s]) for label, s in groups.items()]
     names = []
     for summaries in groups.values():
-        names += [n for n in summaries[0].get("baselines", {}) if n not in names]
+        for x in summaries:
+            names += [n for n in x.get("baselines", {}) if n not in names]
     for name in names:
-        per_group = [Row(f"{label}: baseline {name}", label, name, True,
-                         [_run_key(x) for x in s], [x["baselines"][name][part] for x in s])
-                     for label, s in groups.items() if name in s[0].get("baselines", {})]
-        same = len(groups) > 1 and all(
-            sorted(zip(map(str, r.keys), map(json.dumps, r.values)))
-            == sorted(zip(map(str, per_group[0].keys), map(json.dumps, per_group[0].values)))
-            for r in per_group)
+        per_group = []
+        for label, s in groups.items():
+            have = [x for x in s if name in x.get("baselines", {})]
+            if have:
+                per_group.append(Row(f"{label}: baseline {name}", label, name, True,
+                                     [_run_key(x) for x in have],
+                                     [x["baselines"][name][part] for x in have]))
+        union: dict = {}
+        same = len(groups) > 1
+        for r in per_group:
+            for key, value in zip(r.keys, r.values):
+                same &= json.dumps(union.setdefault(key, value)) == json.dumps(value)
         if same:
-            first = per_group[0]
-            rows.append(dataclasses.replace(first, name=f"baseline {name}", group=""))
+            rows.append(Row(f"baseline {name}", "", name, True, list(union), list(union.values())))
         else:
             rows.extend(per_group)
     return rows
