@@ -53,7 +53,8 @@ def measure_sampler(config_arg: str, batches: int) -> dict:
         "subgraphs_per_s": round(batches / seconds, 2),
         "subgraph_nodes_mean": round(float(np.mean(nodes))), "subgraph_edges_mean": round(float(np.mean(edges))),
         "subgraph_edges_max": max(edges),
-        "budget": task.budget.to_json(), "sampler_peak_rss_gib": round(peak_rss_gib(), 2),
+        "budget": task.budget.to_json(), "trimmed": dict(task.sampler.trimmed),
+        "sampler_peak_rss_gib": round(peak_rss_gib(), 2),
         "cpus": os.cpu_count(),
     }
 

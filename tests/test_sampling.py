@@ -309,6 +309,7 @@ def test_sampled_mode_trains_with_one_compilation_and_reproducible_evaluation(tm
     assert summary["compilations"] == {"train_step": 1, "predict_step": 1}
     budget, full = summary["padding_budget"], summary["graph"]
     assert budget["n_edge"] < sum(full["edges"].values())  # the steps ran on subgraphs
+    assert summary["sampling_trimmed"]["subgraphs"] == 0  # counted over the run's batches
     losses = [r["loss"] for r in map(json.loads, open(tmp_path / "a" / "metrics.jsonl"))
               if r["split"] == "train"]
     assert losses[-1] < losses[0]

@@ -493,6 +493,8 @@ class PerturbationTask:
             "schema": self.schema.to_json(),
             "graph_mode": self.config.graph.mode,
             "sampling": self.config.graph.sampling.to_dict() if self.sampler else None,
+            # Subgraphs this process trimmed to fit the calibrated budget (see sampling.py).
+            "sampling_trimmed": dict(self.sampler.trimmed) if self.sampler else None,
             "padding_budget": self.budget.to_json(),
             "dropped_relations": list(self.config.graph.drop_relations),
             "ablation": self.ablation,

@@ -248,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
     finally:
         ckpt.close()  # waits for a save in flight
         logger.close()
+    summary.update(task.describe())  # again: what the run did to its data (e.g. trims) counts
     summary["wall_time_s"] = round(time.time() - start, 2)
     summary["peak_rss_gib"] = round(peak_rss_gib(), 3)
     if primary:
