@@ -35,7 +35,9 @@ def random_csr(rng, n, s, e, k, f):
             rng.standard_normal((s, k, f), dtype=np.float32))
 
 
-SIZES = ((9, 11, 40, 2, 3), (3_000, 2_000, 300_000, 4, 16), (6, 5, 0, 1, 4))  # 1 thread, 2, none
+# 1 thread, 2, none; (k, f) = (4, 16), (1, 64) and (8, 8) run the fixed-width loops.
+SIZES = ((9, 11, 40, 2, 3), (3_000, 2_000, 300_000, 4, 16), (6, 5, 0, 1, 4),
+         (500, 400, 20_000, 1, 64), (50, 40, 2_000, 8, 8))
 
 
 def test_csr_products_kernel_matches_a_dense_product_under_jit():

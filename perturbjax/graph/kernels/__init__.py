@@ -16,7 +16,7 @@
 
 The kernels are compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA
 FFI headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
-`~/.cache/perturbjax/kernels`), keyed by the sources and the jaxlib version, so they are built
+`~/.cache/perturbjax/kernels`), keyed by the sources, flags and jaxlib version, so they are built
 once per machine (a few seconds). Without a compiler, when the build fails, with
 `PERTURBJAX_KERNELS=0`, or when JAX's default backend is not the CPU, the same functions run as
 XLA ops (one warning says why when the build fails).
@@ -52,9 +52,13 @@ def _cache_dir() -> Path:
                 or Path.home() / ".cache" / "perturbjax" / "kernels")
 
 
+# -ffp-contract=fast: a * b + c may be one fused multiply-add (ISO C++ mode forbids it).
+FLAGS = ("-O3", "-std=c++17", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
+
+
 def _build() -> Path:
     """The compiled library (built now unless cached); raises OSError or SubprocessError."""
-    digest = hashlib.sha256(jaxlib.__version__.encode())
+    digest = hashlib.sha256(" ".join((jaxlib.__version__, *FLAGS)).encode())
     for source in SOURCES:
         digest.update(source.read_bytes())
     out = _cache_dir() / f"perturbjax_kernels-{digest.hexdigest()[:16]}.so"
@@ -64,8 +68,8 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        subprocess.run([os.environ.get("CXX", "c++"), "-O3", "-std=c++17", "-shared", "-fPIC",
-                        "-pthread", "-I", jax.ffi.include_dir(), *map(str, SOURCES), "-o", tmp],
+        subprocess.run([os.environ.get("CXX", "c++"), *FLAGS, "-I", jax.ffi.include_dir(),
+                        *map(str, SOURCES), "-o", tmp],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(tmp, out)  # atomic: processes building at once each write their own file
     finally:
