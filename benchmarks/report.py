@@ -44,8 +44,12 @@ def cases_table(results: dict) -> str:
         mode = case["mode"]
         sub = case.get("subgraph")
         if mode == "sampled" and sub:
+            budget = sub.get("budget")
+            padded = (f"; padded to {budget['n_node']:,} and {budget['n_edge']:,}"
+                      if budget else "")
             mode = (f"sampled ({sub['seeds']} seeds, fan-out {'/'.join(map(str, sub['fanouts']))}; "
-                    f"mean {sub['nodes_mean']:,.0f} nodes, {sub['edges_mean']:,.0f} edges)")
+                    f"mean {sub['nodes_mean']:,.0f} nodes, {sub['edges_mean']:,.0f} edges"
+                    f"{padded})")
         pj_s = pj.get("median_s")
         pyg_s = pyg.get("median_s")
         lines.append(
