@@ -56,6 +56,13 @@ log = logging.getLogger(__name__)
 BUDGETS = ("calibrated", "bound")
 
 
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """`np.unique(x)` by a sort: numpy 2.4's hash-based unique took 33 ms where this takes 6
+    (134k random int64 keys, a PrimeKG-size subgraph's edges)."""
+    x = np.sort(x)
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
+
+
 def _grow(seen: Sequence[np.ndarray]) -> np.ndarray:
     """A block for sizes like those `seen` (one count array per calibration subgraph): the
     largest plus three standard deviations (at least 5% of the largest) plus 16."""
@@ -166,7 +173,9 @@ class NeighbourSampler:
             self._indptr.append(np.concatenate([[0], np.cumsum(counts)]))
             self._senders.append((es.senders.astype(np.int64) + offsets[k.source])[order])
             self._receivers.append(receivers[order])
+        self._target_type = [schema.node_types.index(k.target) for k in schema.edge_types]
         self._local = np.full(self.num_nodes, -1, np.int64)  # scratch: full -> local id
+        self._reached = np.zeros(self.num_nodes, bool)  # scratch of `sample`, all False
         self.trimmed = {"subgraphs": 0, "nodes": 0, "edges": 0}
         nodes, edges = self._bound(graph, max_seeds)
         senders = None
@@ -281,26 +290,39 @@ class NeighbourSampler:
         try:
             for hop in self.fanouts:
                 hop_senders = []
+                # Only nodes of a relation's target type receive its edges.
+                frontier_type = self.node_type[frontier]
+                of_type = {t: frontier[frontier_type == t] for t in np.unique(frontier_type)}
                 for r, fan in enumerate(hop):
+                    mine = of_type.get(self._target_type[r])
+                    if fan == 0 or mine is None:
+                        continue
                     indptr = self._indptr[r]
-                    start, deg = indptr[frontier], indptr[frontier + 1] - indptr[frontier]
+                    start = indptr[mine]
+                    deg = indptr[mine + 1] - start
                     has = deg > 0
-                    if fan == 0 or not has.any():
+                    if not has.any():
                         continue
                     start, deg = start[has, None], deg[has, None]
                     slots = np.arange(fan)
                     # Every edge of a node with deg <= fan; fan draws with replacement otherwise.
                     draws = (rng.random((len(deg), fan)) * deg).astype(np.int64)
-                    offset = np.where(deg <= fan, slots, draws)
+                    offset = np.sort(np.where(deg <= fan, slots, draws), axis=1)
                     keep = (slots < deg) | (deg > fan)
-                    pos = np.unique((start + offset)[keep])  # a repeated draw is the same edge
+                    # A repeated draw is the same edge: drop repeats within each row (rows'
+                    # positions never overlap; a row-wise sort is cheaper than np.unique).
+                    keep[:, 1:] &= offset[:, 1:] != offset[:, :-1]
+                    pos = (start + offset)[keep]
                     hop_senders.append(self._senders[r][pos])
                     receivers.append(self._receivers[r][pos])
                     edge_type.append(np.full(len(pos), r, np.int32))
                 if not hop_senders:
                     break
                 senders.extend(hop_senders)
-                candidates = np.unique(np.concatenate(hop_senders))
+                reached = self._reached  # scratch flags: the distinct senders, in id order
+                reached[np.concatenate(hop_senders)] = True
+                candidates = np.flatnonzero(reached)
+                reached[candidates] = False
                 frontier = candidates[local[candidates] < 0]
                 local[frontier] = np.arange(count, count + len(frontier))
                 count += len(frontier)
@@ -338,7 +360,7 @@ class NeighbourSampler:
             # latest-reached senders beyond them go.
             if len(edge_type):
                 key = edge_type.astype(np.int64) * self.num_nodes + local[senders]
-                pairs = np.unique(key)  # (relation, sender in the order reached)
+                pairs = _distinct(key)  # (relation, sender in the order reached)
                 pair_rel = pairs // self.num_nodes
                 place = np.arange(len(pairs)) - np.searchsorted(pair_rel, pair_rel)
                 rows = np.asarray(self.layout.active_sources)[pair_rel]
@@ -355,7 +377,10 @@ class NeighbourSampler:
             slots = np.full(self.layout.num_nodes, -1, np.int64)
             slots[slot] = found
             s, t, r = local[senders], local[receivers], edge_type
-            order = np.lexsort((s, t, r))
+            # By (relation, receiver, sender): one argsort of a combined key (an edge appears
+            # once) is twice as fast as np.lexsort of the three.
+            slots_n = self.layout.num_nodes
+            order = np.argsort((r.astype(np.int64) * slots_n + t) * slots_n + s)
             return Subgraph(nodes=slots, seeds=local[seeds].astype(np.int32),
                             senders=s[order].astype(np.int32), receivers=t[order].astype(np.int32),
                             edge_type=r[order].astype(np.int32))

@@ -32,6 +32,7 @@ turns its padded `jraph.GraphsTuple` into a topology with `Topology.from_graphs_
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -83,7 +84,9 @@ class Layout:
     def target_range(self, r: int) -> tuple[int, int]:
         return self.node_blocks[self.relations[r].target_type]
 
-    @property
+    # Derived tables are cached on the instance (outside the dataclass fields, so equality and
+    # hashing are unchanged): the host builds a sampled batch's topology from them every step.
+    @functools.cached_property
     def target_offsets(self) -> tuple[int, ...]:
         """Start of each relation's rows in relation-target space (and its size, last)."""
         sizes = [b - a for a, b in (self.target_range(r) for r in range(len(self.relations)))]
@@ -91,9 +94,16 @@ class Layout:
 
     def source_relations(self, t: int) -> tuple[int, ...]:
         """The relations whose source type is `t`, in relation order."""
-        return tuple(r for r, blk in enumerate(self.relations) if blk.source_type == t)
+        return self._relations_by_source.get(t, ())
 
-    @property
+    @functools.cached_property
+    def _relations_by_source(self) -> dict[int, tuple[int, ...]]:
+        by_source: dict[int, list[int]] = {}
+        for r, blk in enumerate(self.relations):
+            by_source.setdefault(blk.source_type, []).append(r)
+        return {t: tuple(rels) for t, rels in by_source.items()}
+
+    @functools.cached_property
     def source_type_offsets(self) -> tuple[int, ...]:
         """Start of each node type's rows in relation-source space (and its size, last): type t
         owns `n_t * m_t` rows, m_t = len(source_relations(t))."""
@@ -108,7 +118,7 @@ class Layout:
         rels = self.source_relations(t)
         return self.source_type_offsets[t] + local * len(rels) + rels.index(r)
 
-    @property
+    @functools.cached_property
     def active_offsets(self) -> tuple[int, ...]:
         """With `active_sources`: start of each relation's rows in relation-source space."""
         return tuple(int(x) for x in np.concatenate([[0], np.cumsum(self.active_sources,
@@ -178,8 +188,12 @@ class SparseIndex(NamedTuple):
     relation_t: CSR
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> CSR:
-    order = np.argsort(rows, kind="stable").astype(np.int32)
+def _csr(rows: np.ndarray, cols: np.ndarray, num_rows: int,
+         order: np.ndarray | None = None) -> CSR:
+    """The CSR pattern of entries (rows, cols) in row order; `order`: their stable sort by
+    row, when the caller has it (two patterns over the same rows share it)."""
+    if order is None:
+        order = np.argsort(rows, kind="stable").astype(np.int32)
     counts = np.bincount(rows, minlength=num_rows)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return CSR(indptr=indptr, indices=cols[order].astype(np.int32), order=order)
@@ -353,9 +367,10 @@ class Topology:
                 raise ValueError("the sparse index is built on the host: pass numpy arrays")
             n, s = layout.num_nodes, layout.num_sources
             # Padding edges carry weight 0 (propagate masks the weights), so they may stay in.
-            index = SparseIndex(node=_csr(receivers, senders, n),
+            by_receiver = np.argsort(receivers, kind="stable").astype(np.int32)
+            index = SparseIndex(node=_csr(receivers, senders, n, by_receiver),
                                 node_t=_csr(senders, receivers, n),
-                                relation=_csr(receivers, src_index, n),
+                                relation=_csr(receivers, src_index, n, by_receiver),
                                 relation_t=_csr(src_index, receivers, s))
         return cls(senders=senders.astype(xp.int32), receivers=receivers.astype(xp.int32),
                    edge_type=xp.asarray(edge_type), edge_mask=edge_mask.astype(bool),
