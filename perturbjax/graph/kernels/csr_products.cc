@@ -54,6 +54,18 @@ static inline float dot(const float* __restrict__ x, const float* __restrict__ y
   return d;
 }
 
+// Fetches entry p's source row, and its weights and their gradient slot (dw, null in the
+// forward pass): edge order is random along a transposed pattern's entries.
+static inline __attribute__((always_inline)) void prefetch_entry(
+    const int32_t* indices, const int32_t* order, const float* x, const float* w, float* dw,
+    int64_t p, int64_t width, int64_t k_dim) {
+  const char* next = reinterpret_cast<const char*>(x + static_cast<int64_t>(indices[p]) * width);
+  for (int64_t b = 0; b < width * 4; b += 64) __builtin_prefetch(next + b);
+  const int64_t ahead = static_cast<int64_t>(order[p]) * k_dim;
+  __builtin_prefetch(w + ahead);
+  if (dw) __builtin_prefetch(dw + ahead, 1);
+}
+
 PERTURBJAX_SIMD_CLONES
 static void rows_product(const int32_t* __restrict__ indptr, const int32_t* __restrict__ indices,
                          const int32_t* __restrict__ order, const float* __restrict__ w,
@@ -69,15 +81,7 @@ static void rows_product(const int32_t* __restrict__ indptr, const int32_t* __re
     const float* mine = own ? own + i * width : nullptr;
     for (int64_t c = 0; c < width; ++c) o[c] = 0.0f;
     for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
-      if (p + kAhead < last) {
-        const char* next =
-            reinterpret_cast<const char*>(x + static_cast<int64_t>(indices[p + kAhead]) * width);
-        for (int64_t b = 0; b < width * 4; b += 64) __builtin_prefetch(next + b);
-        // Edge order is random along a transposed pattern's entries.
-        const int64_t ahead = static_cast<int64_t>(order[p + kAhead]) * k_dim;
-        __builtin_prefetch(w + ahead);
-        if (mine) __builtin_prefetch(dw + ahead, 1);
-      }
+      if (p + kAhead < last) prefetch_entry(indices, order, x, w, dw, p + kAhead, width, k_dim);
       const float* xr = x + static_cast<int64_t>(indices[p]) * width;
       const int64_t e = order[p];
       const float* wr = w + e * k_dim;
@@ -120,14 +124,7 @@ static inline __attribute__((always_inline)) void rows_fixed(
     for (int64_t c = 0; c < K * V; ++c) acc[c] = v8{};
     const float* mine = kBwd ? own + i * W : nullptr;
     for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
-      if (p + kAhead < last) {
-        const char* next =
-            reinterpret_cast<const char*>(x + static_cast<int64_t>(indices[p + kAhead]) * W);
-        for (int64_t b = 0; b < W * 4; b += 64) __builtin_prefetch(next + b);
-        const int64_t ahead = static_cast<int64_t>(order[p + kAhead]) * K;
-        __builtin_prefetch(w + ahead);
-        if (kBwd) __builtin_prefetch(dw + ahead, 1);
-      }
+      if (p + kAhead < last) prefetch_entry(indices, order, x, w, dw, p + kAhead, W, K);
       const float* xr = x + static_cast<int64_t>(indices[p]) * W;
       const int64_t e = order[p];
       const float* wr = w + e * K;
