@@ -124,7 +124,9 @@ static inline __attribute__((always_inline)) void rows_fixed(
     for (int64_t c = 0; c < K * V; ++c) acc[c] = v8{};
     const float* mine = kBwd ? own + i * W : nullptr;
     for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
-      if (p + kAhead < last) prefetch_entry(indices, order, x, w, dw, p + kAhead, W, K);
+      if (p + kAhead < last) {
+        prefetch_entry(indices, order, x, w, kBwd ? dw : nullptr, p + kAhead, W, K);
+      }
       const float* xr = x + static_cast<int64_t>(indices[p]) * W;
       const int64_t e = order[p];
       const float* wr = w + e * K;
