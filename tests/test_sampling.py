@@ -106,6 +106,10 @@ def test_same_rng_same_subgraph_and_scratch_state_is_clean():
     b = sampler.sample(seeds, np.random.default_rng(7))
     for field in ("nodes", "seeds", "senders", "receivers", "edge_type"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert (sampler._local == -1).all() and not sampler._reached.any()
+    # Edges come sorted by (relation, receiver, sender): the layout's blocks rely on it.
+    key = list(zip(b.edge_type.tolist(), b.receivers.tolist(), b.senders.tolist()))
+    assert key == sorted(key)
 
 
 def test_bound_budget_holds_every_sample_and_padding_is_masked():
