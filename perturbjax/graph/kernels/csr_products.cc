@@ -17,8 +17,8 @@
 //
 // For the widths the layers use (K x F = 4 x 16, 1 x 64, ...) a loop with the width fixed at
 // compile time keeps the row being accumulated in vector registers; the general loop loads and
-// stores it for every entry. Both are bound by fetching a source row per entry: with the
-// consensus graph's columns replaced by consecutive ones the same loops run about twice as fast.
+// stores it for every entry. Both are bound by fetching a source row per entry
+// (benchmarks/run.py's row-per-edge floor).
 // Built on first use by perturbjax/graph/kernels/__init__.py.
 #include <algorithm>
 #include <cstdint>
