@@ -105,8 +105,11 @@ def main() -> None:
     parser.add_argument("--run", help="a finished training run directory to read")
     parser.add_argument("--write", help="FILE:SECTION to write a markdown table into")
     args = parser.parse_args()
-    bench = measure_sampler(args.config, args.batches)
-    run = read_run(args.run) if args.run else None
+    try:  # a bad config, data file or run directory: one line, as the CLI reports them
+        bench = measure_sampler(args.config, args.batches)
+        run = read_run(args.run) if args.run else None
+    except (ValueError, KeyError, OSError, ImportError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(json.dumps({**bench, "training": run}))
     if args.write:
         path, _, section = args.write.rpartition(":")
