@@ -10,7 +10,7 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["perturbjax", "perturbjax.*"]),
     package_data={"perturbjax.graph.kernels": ["*.cc"]},  # compiled on first use
     install_requires=[

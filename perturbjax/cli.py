@@ -8,9 +8,12 @@
     perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR
         --target local [--parallel N] [--dry-run] [--config.KEY=VALUE ...]
     perturbjax launch ... --target tpu-vm --tpu NAME --zone ZONE [--project P]
-        [--repo-dir ~/perturbjax] [--setup "..."] [--execute]
+        [--repo-url URL] [--ref REF] [--repo-dir ~/perturbjax] [--python python3]
+        [--setup "..."] [--data gs://BUCKET/PATH] [--data-dir DIR] [--execute]
         (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
-        from its sweep overrides, all in one W&B group; see perturbjax/launch.py)
+        from its sweep overrides, all in one W&B group; tpu-vm: the workers check out the
+        project, install it, stage --data and run; ROOT may be gs://...; see
+        perturbjax/launch.py and docs/tpu_vm.md)
     perturbjax compare [ROOT ...] [--wandb ENTITY/PROJECT/GROUP] [--part test|validation]
         [--metrics a,b,...] [--paired ROW] [--out DIR] [--write FILE:SECTION]
         (groups the runs under the roots, prints a table with 95% intervals and paired tests,
@@ -22,7 +25,11 @@
         [--cell C] [--dose D] [--time T] --out FILE
     perturbjax repurpose --workdir W --signature FILE [--library F] [--top-k K] [--out DIR]
         (new drugs as compound nodes; drugs ranked by how they reverse a query; see predict.py)
-    perturbjax data list | verify [NAME ...] | fetch NAME [NAME ...] | summary --format F --path P
+    perturbjax data list | verify [NAME ...] | fetch (NAME ... | --all) [--force]
+        | summary --format F --path P
+    perturbjax data check --config experiments/kg_lincs.py[:VARIANT] [--config.KEY=VALUE ...]
+        (a KG and LINCS files of your own: what each step of the files route kept and dropped,
+        without training; see perturbjax/data/kg_lincs.py)
     perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
         [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
     perturbjax tosg summary --root ROOT [--label-column COL]
@@ -288,7 +295,9 @@ def _launch(args, rest) -> None:
             args.config, args.root, args.target, sweep=args.sweep,
             overrides=_split_overrides(rest), group=args.group, parallel=args.parallel,
             dry_run=args.dry_run, tpu=args.tpu, zone=args.zone, project=args.project,
-            repo_dir=args.repo_dir, setup=args.setup, execute=args.execute, rerun=args.rerun)
+            repo_dir=args.repo_dir, setup=args.setup, repo_url=args.repo_url, ref=args.ref,
+            python=args.python, data=args.data, data_dir=args.data_dir, execute=args.execute,
+            rerun=args.rerun)
     except launch.LaunchError as e:
         raise SystemExit(f"perturbjax launch: {e}")
     except KeyboardInterrupt:
@@ -297,35 +306,94 @@ def _launch(args, rest) -> None:
         raise SystemExit(status)
 
 
+def _data_check(args, rest) -> None:
+    """`data check`: the files source's mapping report, without training."""
+    from perturbjax.data.kg_lincs import FilesConfig, FilterConfig, check
+    from perturbjax.tasks.perturbation import _frozen
+
+    if not args.config:
+        raise SystemExit("perturbjax data check: --config FILE[:VARIANT] is required (e.g. "
+                         "experiments/kg_lincs.py with --config.data.files.KEY=PATH overrides)")
+    try:
+        config = apply_overrides(load_config(args.config), _split_overrides(rest))
+    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as e:
+        raise SystemExit(f"perturbjax data check: --config {args.config}: {e}")
+    if config.get("data", {}).get("source") != "files":
+        raise SystemExit(f"perturbjax data check: {args.config} has data.source "
+                         f"{config.get('data', {}).get('source')!r}; check reads the files "
+                         f"source (data.source=files, as experiments/kg_lincs.py)")
+    summary, reports = check(FilesConfig(**_frozen(config.data.files)),
+                             FilterConfig(**_frozen(config.data.filters)), config.data.collapse)
+    for source, report in reports.items():
+        print(f"\n== {source}", file=sys.stderr)
+        for key, value in report["kept"].items():
+            print(f"   kept     {value:>9}  {key}", file=sys.stderr)
+        for reason, count in report["dropped"].items():
+            examples = ", ".join(report["examples"].get(reason, [])[:3])
+            print(f"   dropped  {count:>9}  {reason}" + (f"  (e.g. {examples})" if examples
+                                                        else ""), file=sys.stderr)
+        for key, value in report["notes"].items():
+            print(f"   note     {key}: {value}", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
+
+
 def _data(args, rest) -> None:
     from perturbjax.data import registry
+
+    if args.action == "check":
+        return _data_check(args, rest)
 
     if rest:
         raise SystemExit(f"perturbjax data: unrecognised arguments {rest}")
     if args.action == "list":
         print(f"data directory: {registry.data_dir()} (set ${registry.DATA_DIR_ENV} to change)")
         for name, f in registry.FILES.items():
-            print(f"{registry.status(name):>9}  {name:<38} {f.licence:<34} {f.description}")
+            kind = "optional" if f.optional else "required"
+            print(f"{registry.status(name):>9}  {name:<38} {kind:<8}  {f.licence:<34} "
+                  f"{f.description}")
         return
     if args.action == "verify":
         try:
             states = {name: registry.status(name) for name in (args.names or registry.FILES)}
         except KeyError as e:
             raise SystemExit(f"perturbjax data verify: {e.args[0]}")
+        # A file the user names is required; of all files, the optional ones may be missing.
+        optional = {n for n in states if registry.FILES[n].optional and not args.names}
         for name, state in states.items():
-            print(f"{state:>9}  {registry.data_dir() / name}")
-        bad = [n for n, s in states.items() if s in ("corrupt", "missing")]
+            print(f"{state:>9}  {registry.data_dir() / name}"
+                  + ("  (optional)" if name in optional else ""))
+        bad = [n for n, s in states.items()
+               if s == "corrupt" or (s == "missing" and n not in optional)]
         if bad:
-            raise SystemExit(f"perturbjax data verify: {len(bad)} file(s) missing or corrupt: {bad}")
+            raise SystemExit(f"perturbjax data verify: {len(bad)} file(s) missing or corrupt: "
+                             f"{bad}; `perturbjax data fetch --all` fetches those with a "
+                             f"download address")
+        absent = [n for n, s in states.items() if s == "missing"]
+        print(f"{len(states) - len(absent)} of {len(states)} file(s) present and not corrupt"
+              + (f"; missing but optional (no built-in experiment needs them): {absent}"
+                 if absent else ""))
         return
     if args.action == "fetch":
-        if not args.names:
-            raise SystemExit("perturbjax data fetch: name the files to fetch (see `perturbjax data list`)")
-        for name in args.names:
-            try:
-                print(registry.fetch(name, force=args.force))
-            except (registry.DataFileError, KeyError) as e:
-                raise SystemExit(f"perturbjax data fetch: {e}")
+        if args.all == bool(args.names):
+            raise SystemExit("perturbjax data fetch: name the files to fetch or give --all, "
+                             "not both" if args.all else
+                             "perturbjax data fetch: name the files to fetch, or give --all "
+                             "(see `perturbjax data list`)")
+        try:
+            outcomes = registry.fetch_all(None if args.all else args.names, force=args.force,
+                                          print_fn=lambda line: print(line, flush=True))
+        except KeyError as e:
+            raise SystemExit(f"perturbjax data fetch: {e.args[0]}")
+        by = {o: [n for n, got in outcomes.items() if got == o] for o in registry.FETCH_OUTCOMES}
+        print(f"{len(by['fetched'])} fetched, {len(by['present'])} already present, "
+              f"{len(by['manual'])} to get by hand, {len(by['failed'])} failed; data directory "
+              f"{registry.data_dir()}")
+        if by["manual"] and args.all:
+            print(f"no direct download (see each line above): {by['manual']}")
+        failed = by["failed"] + ([] if args.all else by["manual"])
+        if failed:
+            raise SystemExit(f"perturbjax data fetch: {len(failed)} file(s) not fetched: "
+                             f"{failed} (reasons above)")
         return
     # summary
     from perturbjax.data.formats import summarise
@@ -458,12 +526,19 @@ def main(argv: list[str] | None = None) -> None:
                     "in one W&B group with the variant and sweep overrides as job type. "
                     "--config.KEY=VALUE overrides apply to every run, before the sweep's own. "
                     "local: run them as subprocesses (output in WORKDIR/train.log), or print the "
-                    "commands with --dry-run. tpu-vm: print the gcloud ssh --worker=all lines "
-                    "(setup, then one per run, to run one after another, each `train "
-                    "--distributed` on all workers: one multi-host run); --execute runs them.")
+                    "commands with --dry-run. tpu-vm: print the gcloud ssh --worker=all lines, "
+                    "to run one after another: a setup line (check out --repo-url at --ref, "
+                    "check Python >= 3.11, make .venv, pip install -e ., copy --data from its "
+                    "bucket into --data-dir, run --setup), then one line per run, each `train "
+                    "--distributed` on all workers (one multi-host run) with "
+                    "PERTURBJAX_DATA_DIR set; with --root gs://..., runs train on the workers' "
+                    "disks and worker 0 copies each run to ROOT/NAME when it ends. --execute "
+                    "runs the lines. Walkthrough: docs/tpu_vm.md.")
     launch.add_argument("--config", required=True, help="experiment file, optionally with :VARIANT")
     launch.add_argument("--sweep", action="store_true", help="one run per get_sweep() entry")
-    launch.add_argument("--root", required=True, help="directory of the runs' workdirs")
+    launch.add_argument("--root", required=True,
+                        help="directory of the runs' workdirs; tpu-vm: relative to --repo-dir on "
+                             "the workers, or gs://BUCKET/PATH (runs copied there)")
     launch.add_argument("--target", required=True, choices=("local", "tpu-vm"))
     launch.add_argument("--group", help="W&B group (default: the experiment file's name)")
     launch.add_argument("--parallel", type=int, default=1, help="local: runs at a time")
@@ -475,11 +550,27 @@ def main(argv: list[str] | None = None) -> None:
     launch.add_argument("--tpu", help="tpu-vm: the TPU VM's name")
     launch.add_argument("--zone", help="tpu-vm: its zone")
     launch.add_argument("--project", help="tpu-vm: its Google Cloud project")
+    launch.add_argument("--repo-url", metavar="URL",
+                        help="tpu-vm: the git repository the workers check out (default: this "
+                             "checkout's `origin` remote)")
+    launch.add_argument("--ref", help="tpu-vm: the branch, tag or full commit id to check out "
+                                      "(default: this checkout's HEAD commit, so push it first)")
     launch.add_argument("--repo-dir", default="~/perturbjax",
-                        help="tpu-vm: the repository's directory on the workers")
+                        help="tpu-vm: the repository's directory on the workers (cloned if "
+                             "missing, else fetched and checked out)")
+    launch.add_argument("--python", metavar="PYTHON",
+                        help="tpu-vm: the interpreter (>= 3.11) that makes the workers' .venv "
+                             "(default: python3)")
     launch.add_argument("--setup", default="",
-                        help="tpu-vm: shell commands run after `pip install -e .` in the setup "
-                             "line, e.g. \"pip install -U 'jax[tpu]'\"")
+                        help="tpu-vm: shell commands run at the end of the setup line, e.g. "
+                             "\"pip install -U 'jax[tpu]'\"")
+    launch.add_argument("--data", metavar="gs://BUCKET/PATH",
+                        help="tpu-vm: copy this folder (gcloud storage rsync --recursive) into "
+                             "--data-dir on every worker in the setup line")
+    launch.add_argument("--data-dir", metavar="DIR",
+                        help="tpu-vm: the workers' data directory, exported as "
+                             "PERTURBJAX_DATA_DIR in every line (default with --data: "
+                             "~/perturbjax-data); relative data.files paths are looked up there")
     launch.add_argument("--execute", action="store_true",
                         help="tpu-vm: run the gcloud lines (default: print them)")
     compare = commands.add_parser(
@@ -566,18 +657,30 @@ def main(argv: list[str] | None = None) -> None:
         "data", help="list, verify and fetch the registered data files; inspect any data file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="list: every registered file with its status (ok, missing, corrupt, "
-                    "unpinned), licence and content.\nverify [NAME ...]: checksums; fails on any "
-                    "missing or corrupt file.\nfetch NAME ...: download into the data directory "
-                    "and verify.\nsummary --format F --path P: read a file of your own with the "
+                    "unpinned), whether a built-in experiment needs it, licence and content."
+                    "\nverify [NAME ...]: checksums; fails on a corrupt file or a missing "
+                    "required (or named) one, and lists the missing optional ones.\nfetch NAME "
+                    "... | --all: download into the data directory and verify; present files "
+                    "are skipped (--force: download again), files without a download address "
+                    "are listed.\nsummary --format F --path P: read a file of your own with the "
                     "reader the runs use; prints its load report (what was kept, dropped and "
-                    "why) to stderr and counts as JSON to stdout. Formats:\n"
+                    "why) to stderr and counts as JSON to stdout.\ncheck --config "
+                    "experiments/kg_lincs.py [--config.data.files.KEY=PATH ...]: read your KG "
+                    "and LINCS files as a run would (tables and the matrix's ids, not its "
+                    "values) and print each step's report to stderr and a summary as JSON to "
+                    "stdout. Formats:\n"
                     + "\n".join(f"  {f.name:<19} {f.description}" for f in FORMATS.values()))
-    data.add_argument("action", choices=("list", "verify", "fetch", "summary"))
+    data.add_argument("action", choices=("list", "verify", "fetch", "summary", "check"))
     data.add_argument("names", nargs="*", help="registered file names, e.g. hetionet/nodes.tsv")
+    data.add_argument("--all", action="store_true",
+                      help="fetch: every registered file that has a download address")
     data.add_argument("--force", action="store_true", help="fetch: download even if present")
     data.add_argument("--format", "--source", dest="format", metavar="FORMAT",
                       help="summary: the file's format (listed above)")
     data.add_argument("--path", help="summary: the file")
+    data.add_argument("--config", metavar="FILE[:VARIANT]",
+                      help="check: an experiment whose data.source is files (e.g. "
+                           "experiments/kg_lincs.py), with --config.KEY=VALUE overrides")
     tosg = commands.add_parser(
         "tosg", help="build and inspect cell-graph datasets (OmniCellTOSG layout)",
         description="build: write an AnnData file (.h5ad) and a gene network into the "

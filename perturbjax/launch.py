@@ -2,6 +2,9 @@
 
     perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR \
         --target local|tpu-vm [options] [--config.KEY=VALUE ...]
+    perturbjax launch ... --target tpu-vm --tpu NAME --zone ZONE [--project P] \
+        [--repo-url URL] [--ref REF] [--repo-dir DIR] [--python PYTHON] [--setup "..."] \
+        [--data gs://BUCKET/PATH] [--data-dir DIR] [--root gs://BUCKET/PATH] [--execute]
 
 Expansion. Without `--sweep` there is one run; with it, one run per entry of the file's
 `get_sweep()` (a list of "dotted.key=value" override lists). A run's overrides are the
@@ -33,16 +36,41 @@ Targets.
           SIGTERM to the runs in flight (they save a checkpoint if checkpoints are on; launching
           again resumes them).
   tpu-vm  prints `gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command=...`
-          lines: one setup line (venv, `pip install -e .`, `--setup`) and one line per run,
-          which runs `perturbjax train --distributed` in the foreground on every worker of the
-          TPU VM: the workers of a pod are the processes of one multi-host run, which
-          `jax.distributed.initialize()` finds by itself on TPU VMs (a pod of several workers
-          needs `--config.train.data_parallel=True`). The lines are meant to run one after
-          another: a TPU is held by one process, so runs on the same VM cannot overlap, and a
-          line returns when its run has finished on all workers. `--execute` runs them so,
-          stopping at the first failure. ROOT is relative to the repository directory on the VM;
-          worker 0 writes the run directories (and the checkpoints: resuming a pod's run needs
-          ROOT on a filesystem that every worker mounts).
+          lines: one setup line, then one line per run, which runs `perturbjax train
+          --distributed` in the foreground on every worker of the TPU VM: the workers of a pod
+          are the processes of one multi-host run, which `jax.distributed.initialize()` finds
+          by itself on TPU VMs (a pod of several workers needs
+          `--config.train.data_parallel=True`). The lines are meant to run one after another:
+          a TPU is held by one process, so runs on the same VM cannot overlap, and a line
+          returns when its run has finished on all workers. `--execute` runs them so, stopping
+          at the first failure. With a gs:// ROOT the run lines need bash as the workers' login
+          shell (they read PIPESTATUS).
+
+          The setup line, on every worker, from nothing: clones `--repo-url` into `--repo-dir`
+          (default ~/perturbjax) unless a clone is there, fetches `--ref` from the URL and
+          checks it out detached (so it is idempotent, and a relaunch moves every worker to the
+          ref); checks that `--python` (default python3) is Python >= 3.11, else stops with a
+          message naming the interpreter and its version; makes `.venv` with it if absent
+          (and checks the venv's version too); `pip install -e .`; with `--data gs://...`,
+          exports PERTURBJAX_DATA_DIR=`--data-dir` (default ~/perturbjax-data) and copies the
+          bucket folder there with `gcloud storage rsync --recursive`; then runs `--setup`
+          (e.g. "pip install -U 'jax[tpu]'"; with the variable set, `perturbjax data fetch
+          --all` fills the same directory). `--repo-url` defaults to this checkout's `origin`
+          and `--ref` to its HEAD commit (uncommitted or unpushed changes are not on the
+          workers); with neither an origin nor `--repo-url` the launch stops before printing.
+
+          Every run line exports PERTURBJAX_DATA_DIR (with `--data` or `--data-dir`), so a
+          relative `data.files.*` path that is not found in the repository directory is read
+          from the staged data. ROOT is relative to the repository directory on the VM, or
+          `gs://BUCKET/PATH`: then each run trains into `~/perturbjax-runs/BUCKET/PATH/NAME` on
+          the workers, its output also goes to `train.log` there, and worker 0 (JAX's process
+          0, the one that writes the run files) copies that directory to ROOT/NAME with `gcloud
+          storage rsync --recursive` when the run ends, after a failed run too; the line exits
+          with the run's status (1 if the run succeeded but the copy failed). Checkpoints live
+          in the workdir on the workers: relaunching on the same single-worker VM resumes from
+          them (on a new one, copy ROOT/NAME into that directory first). Resuming a pod's run
+          needs its workdir on a filesystem that every worker mounts (a relative ROOT there),
+          as today: every worker takes part in the checkpoint saves and restores.
 """
 
 from __future__ import annotations
@@ -60,11 +88,20 @@ import time
 from collections.abc import Callable, Sequence
 
 from perturbjax.config import apply_overrides, config_to_json, load_config, load_sweep
+from perturbjax.data.registry import DATA_DIR_ENV
 
 TARGETS = ("local", "tpu-vm")
 MAX_NAME = 100
 MAX_JOB_TYPE = 64  # W&B's limit
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+:-]")
+MIN_PYTHON = (3, 11)  # jax 0.10 and flax 0.12 need it
+DEFAULT_REPO_DIR = "~/perturbjax"
+DEFAULT_DATA_DIR = "~/perturbjax-data"
+LOCAL_RUNS = "~/perturbjax-runs"
+# The worker's index in its TPU slice, which JAX's Cloud TPU cluster detection takes as the
+# process id (jax/_src/clusters/cloud_tpu_cluster.py).
+_WORKER_NUMBER = ("curl -s -H 'Metadata-Flavor: Google' http://metadata.google.internal/"
+                  "computeMetadata/v1/instance/attributes/agent-worker-number")
 
 
 class LaunchError(Exception):
@@ -218,47 +255,171 @@ def run_local(commands: Sequence[list[str]], runs: Sequence[Run], parallel: int 
     return failed
 
 
+def _word(path: str) -> str:
+    """A path as one shell word on the worker. Quoting would stop the shell expanding a leading
+    ~, so it stays outside the quotes."""
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        return f"~/{shlex.quote(path[2:])}"
+    return shlex.quote(path)
+
+
 def _cd(repo_dir: str) -> str:
-    # Quoting would stop the shell expanding a leading ~, so it stays outside the quotes.
-    if repo_dir == "~":
-        return "cd ~"
-    if repo_dir.startswith("~/"):
-        return f"cd ~/{shlex.quote(repo_dir[2:])}"
-    return f"cd {shlex.quote(repo_dir)}"
+    return f"cd {_word(repo_dir)}"
+
+
+def _env_value(path: str) -> str:
+    # `export X=~/...` relies on the shell expanding ~ after `=`; $HOME needs no such luck.
+    return f'"$HOME"/{shlex.quote(path[2:])}' if path.startswith("~/") else _word(path)
+
+
+def _git(*args: str) -> str | None:
+    """`git ARGS` in this package's checkout; its output, or None where git or the value is
+    missing."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        done = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def _reachable(url: str) -> bool:
+    """Whether a git URL names another machine (scheme://host/... or scp-like host:path), so the
+    workers can clone it; a local path or file:// cannot be."""
+    if "://" in url:
+        return not url.startswith("file://")
+    return re.match(r"^[^/]+:", url) is not None
+
+
+def checkout_source(repo_url: str | None = None, ref: str | None = None) -> tuple[str, str]:
+    """What the workers check out: (URL, REF). Defaults: this checkout's `origin` and its HEAD
+    commit; with an explicit URL and no git here, the remote's default branch (HEAD).
+
+    Raises:
+      LaunchError: no URL given and none to be had from this checkout.
+    """
+    if not repo_url:
+        origin = _git("remote", "get-url", "origin")
+        if origin is None:
+            raise LaunchError("--target tpu-vm checks the project out on every worker, and this "
+                              "checkout has no `origin` remote (or is not a git checkout): give "
+                              "--repo-url URL (and --ref REF)")
+        if not _reachable(origin):
+            raise LaunchError(f"this checkout's origin is {origin!r}, a local path the workers "
+                              f"cannot clone: give --repo-url URL (and --ref REF)")
+        repo_url = origin
+    return repo_url, ref or _git("rev-parse", "HEAD") or "HEAD"
+
+
+def _bucket(url: str, option: str) -> str:
+    """`gs://BUCKET[/PATH]` without a trailing slash; LaunchError otherwise."""
+    if not url.startswith("gs://") or not url[len("gs://"):].split("/")[0]:
+        raise LaunchError(f"{option} must be a Cloud Storage folder, gs://BUCKET/PATH; "
+                          f"got {url!r}")
+    return url.rstrip("/")
+
+
+def local_run_dir(root: str, name: str) -> str:
+    """Where a run with a gs:// root trains on the workers: LOCAL_RUNS/BUCKET/PATH/NAME, so runs
+    of different roots never share a workdir."""
+    return f"{LOCAL_RUNS}/{root[len('gs://'):].rstrip('/')}/{name}"
+
+
+def _python_check(python: str, what: str) -> str:
+    """Shell: stop with a message unless `python` (a shell word) is at least MIN_PYTHON."""
+    need = ".".join(map(str, MIN_PYTHON))
+    what = re.sub(r'([\\"$`])', r"\\\1", what)  # literal inside the double quotes
+    return (f"{{ {python} -c 'import sys; sys.exit(sys.version_info < {MIN_PYTHON})' || "
+            f"{{ echo \"perturbjax needs Python >= {need}; {what} on $(hostname) is "
+            f"$({python} -V 2>&1)\" >&2; exit 1; }}; }}")
 
 
 def tpu_vm_commands(config_spec: str, runs: Sequence[Run], group: str, *, tpu: str, zone: str,
-                    project: str | None = None, repo_dir: str = "~/perturbjax",
-                    setup: str = "") -> list[list[str]]:
-    """The gcloud argv lists: the setup one first, then one per run."""
+                    project: str | None = None, repo_dir: str = DEFAULT_REPO_DIR,
+                    setup: str = "", repo_url: str, ref: str, python: str = "python3",
+                    data: str | None = None, data_dir: str | None = None,
+                    root: str = "") -> list[list[str]]:
+    """The gcloud argv lists: the setup one first, then one per run (see the module docstring).
+
+    `data` (gs://...) is copied into `data_dir` (default DEFAULT_DATA_DIR) by the setup line;
+    with `data` or `data_dir`, every line exports PERTURBJAX_DATA_DIR. With a gs:// `root`, runs
+    train into local_run_dir() and worker 0 copies each to ROOT/NAME when it ends.
+    """
     ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, "--zone", zone]
     if project:
         ssh += ["--project", project]
     ssh.append("--worker=all")
-    activate = f"{_cd(repo_dir)} && . .venv/bin/activate"
-    setup_cmd = (f"{_cd(repo_dir)} && {{ test -d .venv || python3 -m venv .venv; }} && "
-                 f". .venv/bin/activate && pip install -e .")
+    if data and not data_dir:
+        data_dir = DEFAULT_DATA_DIR
+    export = f"export {DATA_DIR_ENV}={_env_value(data_dir)}" if data_dir else ""
+    repo, py = _word(repo_dir), _word(python)
+    url, quoted_ref = shlex.quote(repo_url), shlex.quote(ref)
+    steps = [
+        # Clone once; afterwards fetch the ref and check it out (detached), so relaunching with
+        # another --ref moves every worker to it.
+        f"{{ test -d {repo}/.git || git clone -q {url} {repo}; }}",
+        _cd(repo_dir),
+        f"git fetch -q {url} {quoted_ref}",
+        "git checkout -q --detach FETCH_HEAD",
+        _python_check(py, f"{python} (--python)"),
+        f"{{ test -d .venv || {py} -m venv .venv; }}",
+        ". .venv/bin/activate",
+        # A .venv left by an older interpreter would pass the check above and fail later.
+        _python_check("python", f"{repo_dir}/.venv (remove it to rebuild)"),
+        "pip install -e .",
+    ]
+    if export:
+        steps.append(export)
+    if data:
+        steps += [f"mkdir -p {_word(data_dir)}",
+                  f"gcloud storage rsync --recursive {shlex.quote(data)} {_word(data_dir)}"]
     if setup.strip():
-        setup_cmd += f" && {{ {setup.strip()} ; }}"
-    lines = [ssh + [f"--command={setup_cmd}"]]
+        steps.append(f"{{ {setup.strip()} ; }}")
+    lines = [ssh + [f"--command={' && '.join(steps)}"]]
+    prefix = " && ".join([_cd(repo_dir), ". .venv/bin/activate"] + ([export] if export else []))
     for run in runs:
         # The workers of a pod are the processes of one run (one worker: one process).
-        train = shlex.join(["perturbjax", *train_args(config_spec, run, group, "--distributed")])
-        lines.append(ssh + [f"--command={activate} && {train}"])
+        if not root.startswith("gs://"):
+            train = shlex.join(["perturbjax", *train_args(config_spec, run, group,
+                                                          "--distributed")])
+            lines.append(ssh + [f"--command={prefix} && {train}"])
+            continue
+        local = local_run_dir(root, run.name)
+        argv = ["perturbjax", *train_args(config_spec, dataclasses.replace(run, workdir=local),
+                                          group, "--distributed")]
+        words = [shlex.quote(a) for a in argv]
+        words[argv.index("--workdir") + 1] = _word(local)
+        remote = shlex.quote(f"{root.rstrip('/')}/{run.name}")
+        # Every worker logs to its own train.log; worker 0 (JAX's process 0, which writes the run
+        # files) copies the workdir to the bucket, after a failed run too, and the line keeps
+        # the run's exit status (or 1 if the run succeeded and the copy did not).
+        lines.append(ssh + [
+            f"--command={prefix} && mkdir -p {_word(local)} && "
+            f"{{ {' '.join(words)} 2>&1 | tee -a {_word(local)}/train.log; "
+            f"rc=${{PIPESTATUS[0]}}; "
+            f"if [ \"$({_WORKER_NUMBER})\" = 0 ]; then "
+            f"gcloud storage rsync --recursive {_word(local)} {remote} || "
+            f"{{ [ \"$rc\" -ne 0 ] || rc=1; }}; fi; exit \"$rc\"; }}"])
     return lines
 
 
 def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
            overrides: Sequence[str] = (), group: str | None = None, parallel: int = 1,
            dry_run: bool = False, tpu: str | None = None, zone: str | None = None,
-           project: str | None = None, repo_dir: str = "~/perturbjax", setup: str = "",
+           project: str | None = None, repo_dir: str = DEFAULT_REPO_DIR, setup: str = "",
+           repo_url: str | None = None, ref: str | None = None, python: str | None = None,
+           data: str | None = None, data_dir: str | None = None,
            execute: bool = False, rerun: bool = False,
            print_fn: Callable[[str], None] = print) -> int:
     """Expands and runs (or prints) a launch; returns the process exit status. Locally, runs
     already finished with the same config are skipped unless `rerun`.
 
     Raises:
-      LaunchError: bad arguments, config or sweep; gcloud missing with execute=True.
+      LaunchError: bad arguments, config or sweep; gcloud missing with execute=True; no
+        repository to check out on the workers.
     """
     if target not in TARGETS:
         raise LaunchError(f"unknown --target {target!r}; expected one of {', '.join(TARGETS)}")
@@ -268,8 +429,25 @@ def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
         if parallel != 1:
             raise LaunchError("--parallel is for --target local (runs on one TPU VM cannot "
                               "overlap)")
-    elif execute or tpu or zone or project:
-        raise LaunchError("--execute, --tpu, --zone and --project are for --target tpu-vm")
+        if data:
+            data = _bucket(data, "--data")
+        if root.startswith("gs://"):
+            root = _bucket(root, "--root")
+        for option, value in (("--repo-url", repo_url), ("--ref", ref), ("--python", python),
+                              ("--data-dir", data_dir), ("--repo-dir", repo_dir)):
+            if value is not None and not value.strip():
+                raise LaunchError(f"{option} is empty")
+    else:
+        given = [option for option, value in (
+            ("--execute", execute), ("--tpu", tpu), ("--zone", zone), ("--project", project),
+            ("--data", data), ("--data-dir", data_dir), ("--repo-url", repo_url),
+            ("--ref", ref), ("--python", python)) if value]
+        if given:
+            raise LaunchError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+                              f"--target tpu-vm")
+        if root.startswith("gs://"):
+            raise LaunchError(f"--root {root}: a gs:// root is for --target tpu-vm; locally, "
+                              f"give a directory")
     if execute and dry_run:
         raise LaunchError("--execute and --dry-run contradict each other")
     group = group or experiment_name(config_spec)
@@ -292,15 +470,17 @@ def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
         print_fn(f"[launch] {len(runs) - failed} finished, {failed} failed")
         return 1 if failed else 0
 
+    if execute and shutil.which("gcloud") is None:
+        raise LaunchError("--execute needs the gcloud CLI on PATH (install the Google Cloud SDK, "
+                          "or drop --execute to print the commands)")
+    repo_url, ref = checkout_source(repo_url, ref)
     lines = tpu_vm_commands(config_spec, runs, group, tpu=tpu, zone=zone, project=project,
-                            repo_dir=repo_dir, setup=setup)
+                            repo_dir=repo_dir, setup=setup, repo_url=repo_url, ref=ref,
+                            python=python or "python3", data=data, data_dir=data_dir, root=root)
     if not execute:
         for line in lines:
             print_fn(shlex.join(line))
         return 0
-    if shutil.which("gcloud") is None:
-        raise LaunchError("--execute needs the gcloud CLI on PATH (install the Google Cloud SDK, "
-                          "or drop --execute to print the commands)")
     for i, line in enumerate(lines):
         label = "setup" if i == 0 else runs[i - 1].name
         print_fn(f"[launch] started  {label}")
@@ -308,6 +488,7 @@ def launch(config_spec: str, root: str, target: str, *, sweep: bool = False,
         if rc != 0:
             print_fn(f"[launch] FAILED   {label}  rc {rc}; stopping (rerun to resume)")
             return 1
-        print_fn(f"[launch] finished {label}  rc 0" +
-                 ("" if i == 0 else f"  workdir {runs[i - 1].workdir} on each worker"))
+        where = ("" if i == 0 else f"  workdir {runs[i - 1].workdir}" +
+                 (" (copied from worker 0)" if root.startswith("gs://") else " on each worker"))
+        print_fn(f"[launch] finished {label}  rc 0{where}")
     return 0

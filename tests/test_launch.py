@@ -7,6 +7,8 @@ exercised with stand-in commands.
 import ast
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -109,7 +111,29 @@ def _train_parser_args(argv):
     return captured["args"], captured["rest"]
 
 
-def test_tpu_vm_dry_run_prints_quoted_gcloud_lines(tmp_path, capsys):
+ORIGIN = "https://github.com/example/perturbjax.git"
+HEAD = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def checkout(monkeypatch):
+    """This checkout as if cloned from ORIGIN at HEAD (the tests' own may have no remote)."""
+    answers = {("remote", "get-url", "origin"): ORIGIN, ("rev-parse", "HEAD"): HEAD}
+    monkeypatch.setattr(launch, "_git", lambda *args: answers.get(args))
+    return answers
+
+
+def _commands(lines):
+    """Each printed gcloud line's --command, as the remote shell's words."""
+    commands = []
+    for line in lines:
+        argv = shlex.split(line)
+        (command,) = [a for a in argv if a.startswith("--command=")]
+        commands.append(command[len("--command="):])
+    return commands
+
+
+def test_tpu_vm_dry_run_prints_quoted_gcloud_lines(tmp_path, capsys, checkout):
     cli.main(["launch", "--config", f"{CONSENSUS}:test", "--sweep", "--root", "runs/consensus",
               "--target", "tpu-vm", "--tpu", "my-tpu", "--zone", "us-central2-b",
               "--project", "proj", "--setup", "pip install -U 'jax[tpu]'",
@@ -126,7 +150,10 @@ def test_tpu_vm_dry_run_prints_quoted_gcloud_lines(tmp_path, capsys):
         (command,) = [a for a in argv if a.startswith("--command=")]
         commands.append(shlex.split(command[len("--command="):]))
     setup = commands[0]
-    assert setup[:2] == ["cd", "~/perturbjax"]
+    # The checkout comes first (this checkout's origin and commit by default), then the cd.
+    assert " ".join(setup).startswith(f"{{ test -d ~/perturbjax/.git || git clone -q {ORIGIN} "
+                                      f"~/perturbjax; }} && cd ~/perturbjax && git fetch -q "
+                                      f"{ORIGIN} {HEAD} && git checkout -q --detach FETCH_HEAD")
     assert "test -d .venv || python3 -m venv .venv;" in " ".join(setup)
     assert ["pip", "install", "-e", "."] == setup[setup.index("pip"):setup.index("pip") + 4]
     assert setup[-8:] == ["&&", "{", "pip", "install", "-U", "jax[tpu]", ";", "}"]
@@ -188,7 +215,8 @@ def test_run_local_reports_each_run_and_counts_failures(tmp_path):
     assert (Path(runs[0].workdir) / "train.log").read_text() == "run 0\n"
 
 
-def test_execute_runs_the_lines_in_order_and_stops_at_a_failure(tmp_path, monkeypatch):
+def test_execute_runs_the_lines_in_order_and_stops_at_a_failure(tmp_path, monkeypatch,
+                                                                checkout):
     calls = tmp_path / "calls.txt"
     gcloud = tmp_path / "bin" / "gcloud"
     gcloud.parent.mkdir()
@@ -253,3 +281,148 @@ def test_finished_runs_of_the_same_config_are_skipped(tmp_path, monkeypatch):
     launch.launch(f"{CONSENSUS}:test", str(tmp_path), "local", sweep=True, rerun=True,
                   print_fn=lines.append)
     assert started == [r.name for r in runs]
+
+
+KG_LINCS_FILES = ["--config.data.files.kg=kg.csv", "--config.data.files.signatures=level5.gctx"]
+
+
+def test_tpu_vm_from_nothing_checks_out_installs_stages_data_and_syncs_runs(capsys):
+    """The issue's dry run: repo-url@ref, Python >= 3.11, venv + pip, data from the bucket into
+    the data dir, PERTURBJAX_DATA_DIR in every run line, runs copied to the gs:// root."""
+    url, ref = "https://github.com/someone/perturbjax.git", "v0.2"
+    cli.main(["launch", "--config", f"{CONSENSUS}:test", "--sweep",
+              "--root", "gs://my-bucket/runs/consensus/", "--target", "tpu-vm",
+              "--tpu", "my-tpu", "--zone", "us-central2-b", "--repo-url", url, "--ref", ref,
+              "--python", "python3.11", "--data", "gs://my-bucket/data",
+              "--setup", "pip install -U 'jax[tpu]'", "--config.train.num_steps=5"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and all(line.startswith("gcloud compute tpus tpu-vm ssh my-tpu ")
+                                   and " --worker=all " in line for line in lines)
+    setup, *runs = _commands(lines)
+    steps = setup.split(" && ")
+    assert steps[:4] == [
+        f"{{ test -d ~/perturbjax/.git || git clone -q {url} ~/perturbjax; }}",
+        "cd ~/perturbjax", f"git fetch -q {url} {ref}", "git checkout -q --detach FETCH_HEAD"]
+    assert steps[4].startswith("{ python3.11 -c 'import sys; sys.exit(sys.version_info < "
+                               "(3, 11))' || { echo \"perturbjax needs Python >= 3.11;")
+    assert steps[5:9] == ["{ test -d .venv || python3.11 -m venv .venv; }",
+                          ". .venv/bin/activate", steps[7], "pip install -e ."]
+    assert steps[7].startswith("{ python -c 'import sys; sys.exit(sys.version_info < (3, 11))'")
+    assert steps[9:] == ['export PERTURBJAX_DATA_DIR="$HOME"/perturbjax-data',
+                         "mkdir -p ~/perturbjax-data",
+                         "gcloud storage rsync --recursive gs://my-bucket/data ~/perturbjax-data",
+                         "{ pip install -U 'jax[tpu]' ; }"]
+    for k, run in enumerate(runs):
+        name, local = f"data.fold={k}", f"~/perturbjax-runs/my-bucket/runs/consensus/data.fold={k}"
+        assert run.startswith('cd ~/perturbjax && . .venv/bin/activate && '
+                              'export PERTURBJAX_DATA_DIR="$HOME"/perturbjax-data && '
+                              f"mkdir -p {local} && {{ perturbjax train ")
+        words = shlex.split(run)
+        train = words[words.index("perturbjax"):words.index("2>&1")]
+        assert _train_args(train)["--workdir"].startswith("~/perturbjax-runs/")  # ~ unquoted
+        assert f"--workdir {local} " in run
+        assert f"| tee -a {local}/train.log; rc=${{PIPESTATUS[0]}};" in run
+        assert "computeMetadata/v1/instance/attributes/agent-worker-number)\" = 0 ]" in run
+        assert (f"then gcloud storage rsync --recursive {local} "
+                f"gs://my-bucket/runs/consensus/{name} || ") in run
+        assert run.endswith('exit "$rc"; }')
+
+
+def _stub(bin_dir, name, body):
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the remote commands are bash")
+@pytest.mark.parametrize("worker", ["0", "1"])
+def test_a_failed_run_is_still_copied_by_worker_0_and_keeps_its_status(tmp_path, worker):
+    """The printed run line, run by bash with stand-ins for perturbjax, curl and gcloud."""
+    (tmp_path / "perturbjax" / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / "perturbjax" / ".venv" / "bin" / "activate").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "perturbjax", 'echo "data: $PERTURBJAX_DATA_DIR"; echo boom >&2; exit 3\n')
+    _stub(bin_dir, "curl", f"echo {worker}\n")
+    _stub(bin_dir, "gcloud", f'echo "$@" >> {tmp_path}/gcloud.txt\n')
+    lines = []
+    launch.launch(f"{DEMO}:test", "gs://b/runs", "tpu-vm", tpu="t", zone="z", repo_url="u",
+                  ref="r", data_dir="/data", print_fn=lines.append)
+    env = {"HOME": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    done = subprocess.run(["bash", "-c", _commands(lines)[1]], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 3
+    local = tmp_path / "perturbjax-runs" / "b" / "runs" / "default"
+    assert (local / "train.log").read_text() == "data: /data\nboom\n"
+    copied = (tmp_path / "gcloud.txt").read_text() if worker == "0" else ""
+    assert copied == (f"storage rsync --recursive {local} gs://b/runs/default\n"
+                      if worker == "0" else "")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the remote commands are bash")
+def test_setup_clones_once_and_stops_on_an_old_python(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir, "git", f'echo "$@" >> {tmp_path}/git.txt\n'
+                          'if [ "$1" = clone ]; then mkdir -p "$4/.git"; fi\n')
+    _stub(bin_dir, "python3.10", 'if [ "$1" = -V ]; then echo "Python 3.10.12"; exit 0; fi\n'
+                                 "exit 1\n")
+    lines = []
+    launch.launch(f"{DEMO}:test", "runs/demo", "tpu-vm", tpu="t", zone="z", repo_url="URL",
+                  ref="REF", python="python3.10", print_fn=lines.append)
+    env = {"HOME": str(tmp_path), "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", _commands(lines)[0]], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1
+        assert "perturbjax needs Python >= 3.11; python3.10 (--python) on " in done.stderr
+        assert done.stderr.strip().endswith(" is Python 3.10.12")
+    assert not (tmp_path / "perturbjax" / ".venv").exists()
+    assert (tmp_path / "git.txt").read_text().splitlines() == [
+        f"clone -q URL {tmp_path}/perturbjax", "fetch -q URL REF",
+        "checkout -q --detach FETCH_HEAD", "fetch -q URL REF",
+        "checkout -q --detach FETCH_HEAD"]  # cloned once
+
+
+def test_repository_defaults_to_this_checkout_and_fails_clearly_without_one(
+        tmp_path, capsys, monkeypatch, checkout):
+    base = ["launch", "--config", f"{DEMO}:test", "--root", "r", "--target", "tpu-vm",
+            "--tpu", "t", "--zone", "z"]
+    cli.main(base)
+    setup = _commands(capsys.readouterr().out.splitlines())[0]
+    assert f"git clone -q {ORIGIN} ~/perturbjax" in setup and f"fetch -q {ORIGIN} {HEAD} " in setup
+    cli.main(base + ["--repo-url", "git@example.org:me/p.git", "--ref", "main"])
+    assert "git fetch -q git@example.org:me/p.git main " in capsys.readouterr().out
+    checkout[("remote", "get-url", "origin")] = "/home/me/perturbjax"
+    assert "local path" in one_line_error(capsys, base)
+    del checkout[("remote", "get-url", "origin")]
+    line = one_line_error(capsys, base)
+    assert "no `origin` remote" in line and "--repo-url" in line
+    del checkout[("rev-parse", "HEAD")]  # an explicit URL and no git here: the default branch
+    cli.main(base + ["--repo-url", "https://x/p.git"])
+    assert "git fetch -q https://x/p.git HEAD " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "tpu-vm", "--tpu", "t", "--zone", "z", "--data", "/local/data"],
+     "--data must be a Cloud Storage folder, gs://BUCKET/PATH; got '/local/data'"),
+    (["--target", "tpu-vm", "--tpu", "t", "--zone", "z", "--data", "gs://"],
+     "--data must be a Cloud Storage folder"),
+    (["--target", "local", "--data", "gs://b/data"], "--data is for --target tpu-vm"),
+    (["--target", "local", "--repo-url", "u", "--python", "python3.12"],
+     "--repo-url, --python are for --target tpu-vm"),
+    (["--target", "local", "--root", "gs://b/runs"], "a gs:// root is for --target tpu-vm"),
+])
+def test_launch_option_mistakes_are_one_line(tmp_path, capsys, checkout, args, message):
+    argv = ["launch", "--config", f"{DEMO}:test", "--root", str(tmp_path / "r"), *args]
+    assert message in one_line_error(capsys, argv)
+    assert not (tmp_path / "r").exists()
+
+
+def one_line_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("perturbjax: error: "), err
+    return err[0]

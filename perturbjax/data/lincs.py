@@ -20,12 +20,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import warnings
 from typing import Sequence
 
 import h5py
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from perturbjax.data.report import LoadReport
 from perturbjax.data.tables import (Table, check_field_counts, drop_bad_ids, field_counts,
@@ -335,58 +337,415 @@ def _gctx_ids(ds, rec: str, name: str) -> np.ndarray:
     return _decode(np.asarray(ds[()]).ravel()).astype(str)
 
 
-def read_gctx(path) -> tuple[GCT, LoadReport]:
-    """Reads a CMap GCTX (HDF5) file: `/0/DATA/0/matrix` [n_cols, n_rows] plus `/0/META`."""
-    name = str(path)
-    report = LoadReport(name)
+GCTX_MATRIX = "0/DATA/0/matrix"
+GCTX_ROW_IDS = "0/META/ROW/id"
+GCTX_COL_IDS = "0/META/COL/id"
+
+DEFAULT_BLOCK_BYTES = 64 << 20
+"""Read buffer of `read_gctx_subset`, in bytes of the stored matrix: a fixed cost beside the
+output. 256 MiB blocks did not read faster, 1.6 MiB ones were slower (docs/gctx_read.md)."""
+
+CONTIGUOUS_UNIT_BYTES = 256 << 10
+"""An unchunked matrix is read in units of about this many bytes of consecutive signatures: one
+h5py read call costs tens of microseconds, about the time a disk takes to read this much, so a
+shorter gap between selected signatures is read through rather than skipped."""
+
+
+def _open_gctx(path) -> h5py.File:
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as e:
-        raise ValueError(f"{name}: expected an HDF5 (GCTX) file: {e}") from e
-    with handle as f:
-        for rec in ("0/DATA/0/matrix", "0/META/ROW/id", "0/META/COL/id"):
-            if rec not in f:
-                raise ValueError(f"{name}: record /{rec} is missing; expected the GCTX layout "
-                                 f"/0/DATA/0/matrix, /0/META/ROW/id, /0/META/COL/id")
-        rids, cids = (_gctx_ids(f[rec], rec, name) for rec in ("0/META/ROW/id", "0/META/COL/id"))
-        matrix = f["0/DATA/0/matrix"]
-        if matrix.dtype.kind not in "fiub":
-            raise ValueError(f"{name}: record /0/DATA/0/matrix holds {matrix.dtype} values, "
-                             f"expected numbers")
-        if matrix.shape != (len(cids), len(rids)):
-            raise ValueError(f"{name}: record /0/DATA/0/matrix has shape {matrix.shape}, "
-                             f"expected (n_cols, n_rows) = ({len(cids)}, {len(rids)}) from "
-                             f"/0/META/COL/id and /0/META/ROW/id")
-        for what, ids in (("/0/META/ROW/id", rids), ("/0/META/COL/id", cids)):
-            dup = _first_duplicate(pd.Series(ids))
-            if dup is not None:
-                raise ValueError(f"{name}: record {what} entry {dup}: id {ids[dup]!r} repeats")
-        data = np.ascontiguousarray(np.asarray(matrix[()], dtype=np.float32).T)
-        row_meta = _gctx_meta(f["0/META/ROW"], rids, "/0/META/ROW", name, "rid")
-        col_meta = _gctx_meta(f["0/META/COL"], cids, "/0/META/COL", name, "cid")
-        version = f.attrs.get("version", b"GCTX1.0")
-        if isinstance(version, np.ndarray):  # some writers store ["GCTX1.0"]
-            version = version.ravel()[0] if version.size else b"GCTX1.0"
-        version = version.decode() if isinstance(version, bytes) else str(version)
+        raise ValueError(f"{path}: expected an HDF5 (GCTX) file: {e}") from e
+
+
+def _gctx_layout(f: h5py.File, name: str) -> tuple[np.ndarray, np.ndarray, h5py.Dataset]:
+    """Checks a GCTX's records -> (row ids, column ids, the matrix dataset, not read)."""
+    for rec in (GCTX_MATRIX, GCTX_ROW_IDS, GCTX_COL_IDS):
+        if rec not in f:
+            raise ValueError(f"{name}: record /{rec} is missing; expected the GCTX layout "
+                             f"/{GCTX_MATRIX}, /{GCTX_ROW_IDS}, /{GCTX_COL_IDS}")
+    rids, cids = (_gctx_ids(f[rec], rec, name) for rec in (GCTX_ROW_IDS, GCTX_COL_IDS))
+    matrix = f[GCTX_MATRIX]
+    if matrix.dtype.kind not in "fiub":
+        raise ValueError(f"{name}: record /{GCTX_MATRIX} holds {matrix.dtype} values, "
+                         f"expected numbers")
+    if matrix.shape != (len(cids), len(rids)):
+        raise ValueError(f"{name}: record /{GCTX_MATRIX} has shape {matrix.shape}, "
+                         f"expected (n_cols, n_rows) = ({len(cids)}, {len(rids)}) from "
+                         f"/{GCTX_COL_IDS} and /{GCTX_ROW_IDS}")
+    for what, ids in ((f"/{GCTX_ROW_IDS}", rids), (f"/{GCTX_COL_IDS}", cids)):
+        dup = _first_duplicate(pd.Series(ids))
+        if dup is not None:
+            raise ValueError(f"{name}: record {what} entry {dup}: id {str(ids[dup])!r} repeats")
+    return rids, cids, matrix
+
+
+def _gctx_annotations(f: h5py.File, rids: np.ndarray, cids: np.ndarray,
+                      name: str) -> tuple[pd.DataFrame, pd.DataFrame, str, int]:
+    """(row metadata, column metadata, version, number of missing metadata values)."""
+    row_meta = _gctx_meta(f["0/META/ROW"], rids, "/0/META/ROW", name, "rid")
+    col_meta = _gctx_meta(f["0/META/COL"], cids, "/0/META/COL", name, "cid")
+    version = f.attrs.get("version", b"GCTX1.0")
+    if isinstance(version, np.ndarray):  # some writers store ["GCTX1.0"]
+        version = version.ravel()[0] if version.size else b"GCTX1.0"
+    version = version.decode() if isinstance(version, bytes) else str(version)
     row_meta, rm_missing = _coerce_meta(row_meta)
     col_meta, cm_missing = _coerce_meta(col_meta)
+    return row_meta, col_meta, version, rm_missing + cm_missing
+
+
+def read_gctx(path) -> tuple[GCT, LoadReport]:
+    """Reads a CMap GCTX (HDF5) file: `/0/DATA/0/matrix` [n_cols, n_rows] plus `/0/META`.
+
+    The whole matrix is read (and briefly held twice, stored and transposed): for part of a large
+    file use `read_gctx_subset`.
+    """
+    name = str(path)
+    report = LoadReport(name)
+    with _open_gctx(path) as f:
+        rids, cids, matrix = _gctx_layout(f, name)
+        row_meta, col_meta, version, meta_missing = _gctx_annotations(f, rids, cids, name)
+        data = np.ascontiguousarray(np.asarray(matrix[()], dtype=np.float32).T)
     report.kept["rows"], report.kept["cols"] = data.shape
     report.notes["version"] = version
     report.notes["missing_values"] = int(np.isnan(data).sum())
-    report.notes["missing_metadata_values"] = rm_missing + cm_missing
+    report.notes["missing_metadata_values"] = meta_missing
     return GCT(data, row_meta, col_meta, version), report
+
+
+def read_gctx_meta(path) -> tuple[pd.DataFrame, pd.DataFrame, LoadReport]:
+    """A GCTX's row and column metadata, as `read_gctx` builds them, without reading the matrix.
+
+    The file is validated as `read_gctx` validates it (records present, ids unique, the matrix's
+    shape and type), so a file that passes here reads there.
+
+    Returns:
+      row_meta (indexed by `rid`), col_meta (indexed by `cid`), and a report whose notes give the
+      stored matrix's dtype and HDF5 chunk shape ([signatures, genes]; None when contiguous).
+    """
+    name = str(path)
+    report = LoadReport(name)
+    with _open_gctx(path) as f:
+        rids, cids, matrix = _gctx_layout(f, name)
+        row_meta, col_meta, version, meta_missing = _gctx_annotations(f, rids, cids, name)
+        report.notes["matrix_dtype"] = str(matrix.dtype)
+        report.notes["matrix_chunks"] = list(matrix.chunks) if matrix.chunks else None
+    report.kept["rows"], report.kept["cols"] = len(rids), len(cids)
+    report.notes["version"] = version
+    report.notes["missing_metadata_values"] = meta_missing
+    return row_meta, col_meta, report
+
+
+def _select_ids(index: pd.Index, ids, what: str, record: str, name: str) -> np.ndarray:
+    """Positions in `index` of the requested ids, in the order given (None: all)."""
+    if ids is None:
+        return np.arange(len(index))
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or arr.dtype == bool:
+        kind = "a boolean mask" if arr.dtype == bool else f"an array of shape {arr.shape}"
+        raise ValueError(f"{name}: expected a sequence of {what} ids, got {kind}")
+    arr = arr.astype(str)
+    pos = index.get_indexer(arr)
+    unknown = arr[pos < 0]
+    if unknown.size:
+        raise ValueError(f"{name}: {unknown.size} of the {arr.size} requested {what} ids are not "
+                         f"in {record}, e.g. {unknown[:5].tolist()}")
+    dup = _first_duplicate(pd.Series(arr))
+    if dup is not None:
+        raise ValueError(f"{name}: requested {what} id {str(arr[dup])!r} repeats (entry {dup} "
+                         f"of the request); expected each id once")
+    return pos
+
+
+def _runs(units: np.ndarray, longest: int) -> list[tuple[int, int]]:
+    """Sorted unique integers -> [start, stop) runs of consecutive ones, each <= `longest`."""
+    if not units.size:
+        return []
+    breaks = np.flatnonzero(np.diff(units) != 1) + 1
+    out = []
+    for s, e in zip(units[np.r_[0, breaks]], units[np.r_[breaks - 1, units.size - 1]] + 1):
+        out.extend((a, min(a + longest, int(e))) for a in range(int(s), int(e), longest))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadPlan:
+    """Rectangles of the stored matrix [signatures, genes] to read, aligned to its chunks.
+
+    Attributes:
+      gene_spans: (g0, g1, out_rows, local) per span of genes read: the output rows it fills
+        and their offsets in the span.
+      sig_blocks: (lo, hi, a, b) per block of signatures read: the sorted selection's entries
+        a..b-1 lie in [lo, hi).
+      buffer_items: elements of the largest rectangle.
+    """
+
+    gene_spans: list
+    sig_blocks: list
+    buffer_items: int
+
+    def items(self) -> int:
+        """Elements read in all."""
+        return (sum(hi - lo for lo, hi, _, _ in self.sig_blocks)
+                * sum(g1 - g0 for g0, g1, _, _ in self.gene_spans))
+
+
+def _plan_reads(shape: tuple[int, int], chunks: tuple[int, int] | None, itemsize: int,
+                sig_sorted: np.ndarray, gene_pos: np.ndarray, block_bytes: int) -> _ReadPlan:
+    """Which parts of the stored matrix to read for these signatures and genes.
+
+    Chunked: whole chunks only, so each chunk is read (and decompressed) once and none without
+    a selected entry is touched; along genes, the runs of chunk columns holding a selected gene.
+    Contiguous: the span from the first to the last selected gene, in units of consecutive
+    signatures of about `CONTIGUOUS_UNIT_BYTES`. Units without a selected signature are skipped;
+    adjacent ones are read together, up to `block_bytes` a rectangle (at least one unit high).
+    """
+    n_sigs, n_genes = shape
+    if chunks:
+        cs, cg = chunks
+        origin, limit = 0, n_genes
+    else:
+        origin, limit = int(gene_pos.min()), int(gene_pos.max()) + 1
+        cg = limit - origin
+        cs = max(1, min(CONTIGUOUS_UNIT_BYTES, block_bytes) // (cg * itemsize))
+        if cg * itemsize > block_bytes:  # one signature's span exceeds a block: split it
+            cg = max(1, block_bytes // itemsize)
+    cols = np.unique((gene_pos - origin) // cg)
+    gene_spans = []
+    for s, e in _runs(cols, max(1, block_bytes // (cs * cg * itemsize))):
+        g0, g1 = origin + s * cg, min(origin + e * cg, limit)
+        out_rows = np.flatnonzero((gene_pos >= g0) & (gene_pos < g1))
+        out_rows = out_rows[np.argsort(gene_pos[out_rows], kind="stable")]  # gathers in order
+        gene_spans.append((g0, g1, out_rows, gene_pos[out_rows] - g0))
+    width = max(g1 - g0 for g0, g1, _, _ in gene_spans)
+    units = np.unique(sig_sorted // cs)
+    sig_blocks = []
+    for s, e in _runs(units, max(1, block_bytes // (cs * width * itemsize))):
+        lo, hi = s * cs, min(e * cs, n_sigs)
+        a, b = np.searchsorted(sig_sorted, [lo, hi])
+        sig_blocks.append((lo, hi, int(a), int(b)))
+    height = max(hi - lo for lo, hi, _, _ in sig_blocks)
+    return _ReadPlan(gene_spans, sig_blocks, height * width)
+
+
+_COPY_BYTES = 4 << 20
+
+
+class _Readahead:
+    """Asks the kernel to fetch a block's bytes (posix_fadvise WILLNEED) before HDF5 reads them,
+    so the disk reads the next block while the current one is copied.
+
+    Advice only: it cannot change what is read, and it is skipped where posix_fadvise, the
+    chunk index (h5py's chunk_iter) or the data's file offset is unavailable.
+    """
+
+    GAP = 1 << 20
+    """Chunks less than this apart on disk are fetched as one range."""
+
+    def __init__(self, path, matrix: h5py.Dataset):
+        self.fd, self.matrix, self.offset = None, matrix, None
+        if not hasattr(os, "posix_fadvise") or not isinstance(path, (str, os.PathLike)):
+            return
+        try:
+            if matrix.chunks:
+                (cs, cg), (n, m) = matrix.chunks, matrix.shape
+                self.start = np.full((-(-n // cs), -(-m // cg)), -1, dtype=np.int64)
+                self.size = np.zeros_like(self.start)  # file offset and bytes of each chunk
+
+                def visit(chunk):
+                    at = (chunk.chunk_offset[0] // cs, chunk.chunk_offset[1] // cg)
+                    self.start[at], self.size[at] = chunk.byte_offset, chunk.size
+
+                matrix.id.chunk_iter(visit)
+            else:
+                self.offset = matrix.id.get_offset()
+                if self.offset is None:  # not written yet: nothing to fetch
+                    return
+            self.fd = os.open(path, os.O_RDONLY)
+        except (AttributeError, NotImplementedError, OSError, RuntimeError, ValueError):
+            self.fd = None
+
+    def __call__(self, lo: int, hi: int, spans) -> None:
+        if self.fd is None:
+            return
+        item = self.matrix.dtype.itemsize
+        if self.offset is not None:
+            row = self.matrix.shape[1] * item
+            g0, g1 = min(s[0] for s in spans) * item, max(s[1] for s in spans) * item
+            starts = np.array([self.offset + lo * row + g0])
+            ends = np.array([self.offset + (hi - 1) * row + g1])
+        else:
+            cs, cg = self.matrix.chunks
+            rows = np.arange(lo // cs, -(-hi // cs))
+            cols = np.concatenate([np.arange(g0 // cg, -(-g1 // cg)) for g0, g1, _, _ in spans])
+            starts = self.start[np.ix_(rows, cols)].ravel()
+            ends = starts + self.size[np.ix_(rows, cols)].ravel()
+            order = np.argsort(starts[starts >= 0])
+            starts, ends = starts[starts >= 0][order], ends[starts >= 0][order]
+            if not starts.size:
+                return
+            first = np.flatnonzero(np.r_[True, starts[1:] > np.maximum.accumulate(ends)[:-1]
+                                         + self.GAP])
+            starts, ends = starts[first], np.maximum.reduceat(ends, first)
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            try:
+                os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_into(out: np.ndarray, path, matrix: h5py.Dataset, r: np.ndarray, c: np.ndarray,
+               block_bytes: int, progress: bool, name: str) -> dict:
+    """Fills out[i, j] = matrix[c[j], r[i]] block by block.
+
+    Returns counts for the report: bytes read, read calls, read buffer bytes, missing values.
+    """
+    counts = {"bytes_read": 0, "read_calls": 0, "buffer_bytes": 0, "missing_values": 0}
+    if not (r.size and c.size):
+        return counts
+    order = np.argsort(c, kind="stable")
+    sig_sorted = c[order]
+    itemsize = matrix.dtype.itemsize
+    plan = _plan_reads(matrix.shape, matrix.chunks, itemsize, sig_sorted, r, max(1, block_bytes))
+    buf = np.empty(plan.buffer_items, dtype=matrix.dtype)  # reused by every block
+    counts["buffer_bytes"] = buf.nbytes
+    blocks, spans = plan.sig_blocks, plan.gene_spans
+    readahead = _Readahead(path, matrix)
+    try:
+        with tqdm(total=plan.items() * itemsize, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=f"reading {name}", disable=not progress) as bar:
+            readahead(*blocks[0][:2], spans)
+            for i, (lo, hi, a, b) in enumerate(blocks):
+                if i + 1 < len(blocks):
+                    readahead(*blocks[i + 1][:2], spans)
+                for g0, g1, out_rows, local_genes in spans:
+                    block = buf[:(hi - lo) * (g1 - g0)].reshape(hi - lo, g1 - g0)
+                    matrix.read_direct(block, np.s_[lo:hi, g0:g1])
+                    # the selected entries, a few MiB at a time, so the copy stays small
+                    step = max(1, _COPY_BYTES // (block.itemsize * local_genes.size))
+                    for k in range(a, b, step):
+                        part = block[np.ix_(sig_sorted[k:min(k + step, b)] - lo, local_genes)]
+                        out[np.ix_(out_rows, order[k:min(k + step, b)])] = part.T
+                        # counted here: np.isnan(out) would allocate a quarter of the output
+                        counts["missing_values"] += int(np.count_nonzero(part != part))
+                    counts["bytes_read"] += block.nbytes
+                    counts["read_calls"] += 1
+                    bar.update(block.nbytes)
+    finally:
+        readahead.close()
+    return counts
+
+
+def read_gctx_subset(path, rows=None, cols=None, *, progress: bool = False,
+                     block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[GCT, LoadReport]:
+    """Reads the chosen rows (genes) and columns (signatures) of a GCTX, in blocks.
+
+    Equal to `read_gctx(path)[0].subset(rows, cols)` (metadata typed over the whole file, so
+    column dtypes do not depend on the selection), without reading the whole matrix: the
+    stored matrix [signatures, genes] is read in rectangles aligned to its HDF5 chunks (whole
+    chunks, each read once; chunks and runs of signatures without a selected entry are
+    skipped), and each rectangle's selected entries are copied into the float32 output. While
+    one block is copied the kernel is asked to fetch the next (posix_fadvise WILLNEED).
+
+    Memory: the output [len(rows), len(cols)] float32 plus one block: a reusable read buffer of
+    at most `block_bytes` (more only if one chunk row of the selected gene span is larger), from
+    which the selected entries are copied a few MiB at a time. The bound is output + one block
+    (+ the ids and metadata, and HDF5's own buffers), so for the landmark rows of LINCS's files
+    (an output of 1 GB and more) the peak stays close to the output; docs/gctx_read.md has the
+    measurement and its command.
+
+    Args:
+      path: a `.gctx` file.
+      rows: row ids (genes) to read, in the order wanted; None reads all.
+      cols: column ids (signatures) to read, in the order wanted; None reads all.
+      progress: show a progress bar over the bytes read.
+      block_bytes: size of the read buffer, in bytes of the stored type.
+
+    Returns:
+      The GCT of the selection and a report: rows and columns kept, missing values in the
+      selection, the file's shape and chunks, the bytes read, the number of read calls and
+      the read buffer's size.
+
+    Raises:
+      ValueError: naming the file and record, for a malformed file (as `read_gctx`), ids that
+        are not in the file (the first few are listed) or ids requested twice.
+    """
+    name = str(path)
+    report = LoadReport(name)
+    with _open_gctx(path) as f:
+        rids, cids, matrix = _gctx_layout(f, name)
+        r = _select_ids(pd.Index(rids), rows, "row", f"/{GCTX_ROW_IDS}", name)
+        c = _select_ids(pd.Index(cids), cols, "column", f"/{GCTX_COL_IDS}", name)
+        row_meta, col_meta, version, _ = _gctx_annotations(f, rids, cids, name)
+        out = np.empty((r.size, c.size), dtype=np.float32)
+        counts = _read_into(out, path, matrix, r, c, block_bytes, progress, name)
+        chunks = list(matrix.chunks) if matrix.chunks else None
+        file_shape = [len(rids), len(cids)]
+    row_meta, col_meta = row_meta.iloc[r], col_meta.iloc[c]
+    report.kept["rows"], report.kept["cols"] = out.shape
+    report.notes["version"] = version
+    report.notes["missing_values"] = counts["missing_values"]
+    report.notes["missing_metadata_values"] = int(row_meta.isna().to_numpy().sum()
+                                                  + col_meta.isna().to_numpy().sum())
+    report.notes["file_shape"] = file_shape
+    report.notes["matrix_chunks"] = chunks
+    report.notes["bytes_read"] = counts["bytes_read"]
+    report.notes["read_calls"] = counts["read_calls"]
+    report.notes["buffer_bytes"] = counts["buffer_bytes"]
+    return GCT(out, row_meta, col_meta, version), report
+
+
+def _matrix_format(path) -> str:
+    lower = str(path).lower()
+    if lower.endswith(".gctx"):
+        return "gctx"
+    if lower.endswith((".gct", ".gct.gz")):
+        return "gct"
+    raise ValueError(f"{path}: expected a .gct, .gct.gz or .gctx file")
 
 
 def read_matrix(path) -> tuple[GCT, LoadReport]:
     """Reads a `.gct`, `.gct.gz` or `.gctx` file, chosen by its extension."""
-    lower = str(path).lower()
-    if lower.endswith(".gctx"):
-        return read_gctx(path)
-    if lower.endswith((".gct", ".gct.gz")):
-        return read_gct(path)
-    raise ValueError(f"{path}: expected a .gct, .gct.gz or .gctx file")
+    return read_gctx(path) if _matrix_format(path) == "gctx" else read_gct(path)
 
 
+def read_matrix_meta(path) -> tuple[pd.DataFrame, pd.DataFrame, LoadReport]:
+    """(row metadata, column metadata, report) of a `.gct`, `.gct.gz` or `.gctx` file.
+
+    A GCTX's matrix is not read (`read_gctx_meta`); a GCT text file is read whole (text files
+    are small enough).
+    """
+    if _matrix_format(path) == "gctx":
+        return read_gctx_meta(path)
+    gct, report = read_gct(path)
+    return gct.row_meta, gct.col_meta, report
+
+
+def read_matrix_subset(path, rows=None, cols=None, *, progress: bool = False,
+                       block_bytes: int = DEFAULT_BLOCK_BYTES) -> tuple[GCT, LoadReport]:
+    """The chosen rows and columns (ids, in the order given) of a `.gct`, `.gct.gz` or `.gctx`.
+
+    A GCTX is read in blocks (`read_gctx_subset`); a GCT text file is read whole and subset.
+    Unknown or repeated ids raise `ValueError` naming the file, for either format.
+    """
+    if _matrix_format(path) == "gctx":
+        return read_gctx_subset(path, rows, cols, progress=progress, block_bytes=block_bytes)
+    name = str(path)
+    gct, report = read_gct(path)
+    r = _select_ids(gct.row_meta.index, rows, "row", "the file's row ids", name)
+    c = _select_ids(gct.col_meta.index, cols, "column", "the file's column ids", name)
+    sub = gct.subset(r, c)
+    report.kept["rows"], report.kept["cols"] = sub.shape
+    report.notes["missing_values"] = int(np.isnan(sub.data).sum())
+    report.notes["file_shape"] = list(gct.shape)
+    return sub, report
 # --------------------------------------------------------------------------------------------
 # Level 3 -> level 5: robust z-scores against vehicle controls, MODZ replicate collapse
 # --------------------------------------------------------------------------------------------
@@ -437,38 +796,56 @@ def modz(z: np.ndarray, groups: np.ndarray, *,
     Returns:
       signatures float32 [genes, n_groups] and the weight of each column [n].
     """
-    z = np.asarray(z, dtype=np.float64)
+    z = np.asarray(z)
     groups = np.asarray(groups, dtype=np.int64)
     n_genes, n = z.shape
     if groups.shape != (n,) or (n and groups.min() < 0):
         raise ValueError(f"expected {n} non-negative group codes, got shape {groups.shape}")
     n_groups = int(groups.max()) + 1 if n else 0
+    # Replicates sorted by group: each group's sums are one np.add.reduceat, so the cost is
+    # linear in the replicates (pairwise correlations would be quadratic in a group's size,
+    # and a drug can have thousands of signatures).
+    order = np.argsort(groups, kind="stable")
+    counts = np.bincount(groups, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
-    ranks = pd.DataFrame(z).rank(axis=0, method="average").to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        col_mean = np.nanmean(ranks, axis=0)
-    ranks = np.where(np.isnan(ranks), np.nan_to_num(col_mean)[None, :], ranks)
-    centred = ranks - ranks.mean(axis=0)
-    norm = np.linalg.norm(centred, axis=0)
-    unit = np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
+    def group_sums(x):  # [genes, n] in `order` -> [genes, n_groups]
+        out = np.zeros((x.shape[0], n_groups), np.float64)
+        present = counts > 0
+        if n:
+            out[:, present] = np.add.reduceat(x, starts[present], axis=1)
+        return out
 
-    cols = pd.DataFrame({"g": groups, "i": np.arange(n)})
-    pairs = cols.merge(cols.rename(columns={"i": "j"}), on="g")
-    pairs = pairs[pairs["i"] != pairs["j"]]
-    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
-    corr = np.einsum("gp,gp->p", unit[:, i], unit[:, j])
-    n_others = np.bincount(i, minlength=n)
-    mean_corr = np.bincount(i, weights=corr, minlength=n) / np.maximum(n_others, 1)
-    raw = np.where(n_others > 0, np.maximum(mean_corr, min_weight), 1.0)
+    unit = np.empty((n_genes, n), np.float64)  # Spearman: centred, unit-norm ranks per column
+    for lo in range(0, n, 4096):
+        block = z[:, order[lo:lo + 4096]].astype(np.float64)
+        ranks = pd.DataFrame(block).rank(axis=0, method="average").to_numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            col_mean = np.nanmean(ranks, axis=0)
+        ranks = np.where(np.isnan(ranks), np.nan_to_num(col_mean)[None, :], ranks)
+        centred = ranks - ranks.mean(axis=0)
+        norm = np.linalg.norm(centred, axis=0)
+        unit[:, lo:lo + 4096] = np.divide(centred, norm, out=np.zeros_like(centred),
+                                          where=norm > 0)
+    sorted_groups = groups[order]
+    totals = group_sums(unit)
+    # sum over the group's others j != i of r_ij = unit_i . (sum of the group) - unit_i . unit_i
+    others = np.einsum("gi,gi->i", unit, totals[:, sorted_groups]) - np.einsum(
+        "gi,gi->i", unit, unit)
+    n_others = counts[sorted_groups] - 1
+    raw_sorted = np.where(n_others > 0, np.maximum(others / np.maximum(n_others, 1), min_weight),
+                          1.0)
+    raw = np.empty(n)
+    raw[order] = raw_sorted
     weights = raw / np.bincount(groups, weights=raw, minlength=n_groups)[groups]
 
-    finite = np.isfinite(z)
-    num = np.zeros((n_groups, n_genes))
-    den = np.zeros((n_groups, n_genes))
-    np.add.at(num, groups, (np.where(finite, z, 0.0) * weights).T)
-    np.add.at(den, groups, (finite * weights).T)
-    sig = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+    zs = z[:, order].astype(np.float64)
+    finite = np.isfinite(zs)
+    w = weights[order]
+    num = group_sums(np.where(finite, zs, 0.0) * w)
+    den = group_sums(finite * w)
+    sig = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0).T
     return sig.T.astype(np.float32), weights
 
 

@@ -5,6 +5,8 @@ at the relative path that names them here (e.g. `hetionet/nodes.tsv`). A file al
 whose checksum matches is used as is, so pointing the variable at a folder holding these files
 (such as `../shared/data` beside the repository) runs everything offline. A missing or corrupt
 file raises `DataFileError` naming its address and the command that fetches it.
+`perturbjax data fetch --all` fetches every file that has an address (`fetch_all`); files that
+no built-in experiment needs are marked `optional`, and `data verify` passes without them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 DATA_DIR_ENV = "PERTURBJAX_DATA_DIR"
@@ -32,6 +35,9 @@ class DataFile:
       licence: the licence its source states.
       description: what it holds.
       note: how to obtain it when `url` is None, or anything else a user must know.
+      optional: no built-in experiment reads it unless a user points a config or command at
+        it (PrimeKG's kg.csv, reader fixtures the tests use): `data verify` lists it missing
+        without failing.
     """
 
     name: str
@@ -40,6 +46,7 @@ class DataFile:
     licence: str
     description: str
     note: str = ""
+    optional: bool = False
 
 
 def _raw(repo: str, commit: str, path: str) -> str:
@@ -91,13 +98,13 @@ FILES: dict[str, DataFile] = {f.name: f for f in [
              "all 12,623 Disease-associates-Gene edges"),
     DataFile("hetionet/metagraph.json", _raw("dhimmel/integrate", _INTEGRATE, "data/metagraph.json"),
              "054401cb7b8178fc3c8c6dffb527de09035b81cd57a4ef50a46e25fa2cef2050", "CC0 1.0",
-             "Hetionet metagraph"),
+             "Hetionet metagraph", optional=True),
     DataFile("hetionet/metaedges.tsv", _raw("dhimmel/integrate", _INTEGRATE, "data/metaedges.tsv"),
              "fd2d1f7f2d4658aacae5b0f19dbf8984b3b55e9ad4fc1a9c0c7c3859d86beb31", "CC0 1.0",
              "Hetionet metaedges: names, abbreviations and full edge counts"),
     DataFile("hetionet/metanodes.tsv", _raw("dhimmel/integrate", _INTEGRATE, "data/metanodes.tsv"),
              "0a8526f4b1ed66c70729fb52a63947d091a58211cec97f105944cd727fe56269", "CC0 1.0",
-             "Hetionet node kinds and their abbreviations"),
+             "Hetionet node kinds and their abbreviations", optional=True),
     DataFile("pathways/pathways.tsv",
              _raw("dhimmel/pathways", "1bd2c68853e38297d20f8f885419ff81fc0608a8", "data/pathways.tsv"),
              "2f18d7d4790ff72b3d0f3076563dc60938167bdfcb9ed55901e4d5ddc5014925",
@@ -124,15 +131,16 @@ FILES: dict[str, DataFile] = {f.name: f for f in [
              "GCT 1.3 level 5: 272 signatures (3 drugs, 65 cell lines, 5 doses, 2 times)"),
     DataFile("l1000/test_l1000.gct", _raw("cmap/cmapPy", _CMAPPY, f"{_CMAPPY_TESTS}/test_l1000.gct"),
              "efd7682a473e84f3bd76e79d83f99dcf35744fb0557322564468e80bf8d15a95", "BSD-3-Clause",
-             "GCT 1.3 level 3: one A375 plate, 377 wells"),
+             "GCT 1.3 level 3: one A375 plate, 377 wells", optional=True),
     DataFile("l1000/test_l1000_highprecision.gctx",
              _raw("cmap/cmapPy", _CMAPPY, f"{_CMAPPY_TESTS}/test_l1000_highprecision.gctx"),
              "d7a3b8f773bff9b2726f4409678d26bfb89f65c756d61f311f7fe87012332af1", "BSD-3-Clause",
-             "GCTX level 4 z-scores of the same plate"),
+             "GCTX level 4 z-scores of the same plate", optional=True),
     DataFile("l1000/transigen_pairs.h5",
              _raw("myzhengSIMM/TranSiGen", _TRANSIGEN, "data/LINCS2020/data_example/processed_data.h5"),
              "6cf0dea218272ee8e436375b7d882e07a87d21fee8041788aca863611ce73c4b", "MIT",
-             "100 LINCS 2020 control/treated profile pairs with SMILES and cell line"),
+             "100 LINCS 2020 control/treated profile pairs with SMILES and cell line",
+             optional=True),
     DataFile("l1000/transigen_basal.tsv", None,
              "3f4b2a646a3a5f62636bf328136b47ff9f6e065c14e837c187f55e03f29f585d", "MIT",
              "basal 978-gene expression of 165 cell lines",
@@ -146,12 +154,14 @@ FILES: dict[str, DataFile] = {f.name: f for f in [
              _raw("Lauffenburger-Lab/DrugsANNSignaling", _SIGNALING,
                   "preprocessing/preprocessed_data/PKN/l1000_lvl3_withsignor-Model.tsv"),
              "7a1c3968dd2b2f8cde9f974661b5094092df7e68c4591b28d04a928396efd4ed",
-             "MIT repo; OmniPath/SIGNOR terms", "signed directed signalling network (UniProt)"),
+             "MIT repo; OmniPath/SIGNOR terms", "signed directed signalling network (UniProt)",
+             optional=True),
     DataFile("signaling/pkn_nodes.tsv",
              _raw("Lauffenburger-Lab/DrugsANNSignaling", _SIGNALING,
                   "preprocessing/preprocessed_data/PKN/l1000_lvl3_withsignor-Annotation.tsv"),
              "c581bedc5e525abaeca8399a1b3696c7d1906a99c3d5cbe62446eb9baff17d9f",
-             "MIT repo; OmniPath/SIGNOR terms", "UniProt -> gene name, TF and ligand flags"),
+             "MIT repo; OmniPath/SIGNOR terms", "UniProt -> gene name, TF and ligand flags",
+             optional=True),
     DataFile("singlecell/pbmc68k_reduced.h5ad", None,
              "e71d41e737c941559b7c57c9243bdb3d2c889c2adfdf00e3422ac6b46783676f", "BSD-3-Clause",
              "AnnData, 700 PBMCs x 765 genes",
@@ -159,7 +169,8 @@ FILES: dict[str, DataFile] = {f.name: f for f in [
     DataFile("primekg/kg.csv", "https://dataverse.harvard.edu/api/access/datafile/6180620", None,
              "CC BY 4.0 (Harvard Dataverse doi:10.7910/DVN/IXA7BM)",
              "PrimeKG: 129,375 nodes of 10 types, 8.1 million directed edges of 30 relations",
-             note="about 1 GB; not pinned by checksum, checked by its header when loaded"),
+             note="about 1 GB; not pinned by checksum, checked by its header when loaded",
+             optional=True),
 ]}
 
 
@@ -241,3 +252,49 @@ def fetch(name: str, *, force: bool = False) -> Path:
         raise DataFileError(f"{name} downloaded from {f.url} has sha256 {got}, expected {f.sha256}")
     os.replace(tmp.name, local)
     return local
+
+
+FETCH_OUTCOMES = ("present", "fetched", "manual", "failed")
+
+
+def fetch_all(names: Sequence[str] | None = None, *, force: bool = False,
+              print_fn: Callable[[str], None] = print) -> dict[str, str]:
+    """Fetches `names` (default: every registered file), one line per file as each is done.
+
+    A present file whose checksum matches (or that has none pinned) is skipped unless `force`;
+    a file without a download address is listed with how to obtain it; a failed download is
+    reported and the others go on.
+
+    Returns:
+      Each file's outcome, one of FETCH_OUTCOMES: "present" (skipped), "fetched", "manual"
+      (missing or corrupt, no direct download) or "failed" (download or checksum failed).
+
+    Raises:
+      KeyError: a name that is not registered (before anything is fetched).
+    """
+    names = list(FILES) if names is None else list(dict.fromkeys(names))
+    for name in names:
+        entry(name)
+    outcomes: dict[str, str] = {}
+    for i, name in enumerate(names, 1):
+        f, line = FILES[name], f"[{i}/{len(names)}] {name}:"
+        state = status(name)
+        checked = "sha256 ok" if f.sha256 else "no sha256 pinned"
+        if state in ("ok", "unpinned") and (not force or f.url is None):
+            outcomes[name] = "present"
+            print_fn(f"{line} present ({checked}), skipped")
+            continue
+        if f.url is None:
+            outcomes[name] = "manual"
+            print_fn(f"{line} {state}; no direct download, get it by hand: {f.note}")
+            continue
+        try:
+            local = fetch(name, force=True)
+        except DataFileError as e:
+            outcomes[name] = "failed"
+            print_fn(f"{line} FAILED: {e}")
+            continue
+        outcomes[name] = "fetched"
+        print_fn(f"{line} fetched {local.stat().st_size / 1e6:.1f} MB from {f.url} ({checked})"
+                 + (", replacing a corrupt copy" if state == "corrupt" else ""))
+    return outcomes

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections import Counter
 
@@ -37,12 +38,13 @@ from perturbjax.train.settings import (at_least, config_checker, is_integer, loo
 
 log = logging.getLogger(__name__)
 DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines",
-                "primekg_planted")
+                "primekg_planted", "files")
 # Models fitted on the host in closed form (no training loop) that read the model's graph, so
 # edge-type ablations reach them; the baselines read only drug targets and features.
 GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
 # Trained models that read the training drugs' signatures (the "support") in full-graph mode.
 SUPPORT_MODELS = ("relational_sgc",)
+MAX_SUPPORT = 20_000  # their [support, support] kernel: 1.6 GB in float32
 TRAINED_MODELS = ENCODERS + SUPPORT_MODELS
 MODELS = TRAINED_MODELS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))
 
@@ -166,6 +168,19 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("model.warm_start", lambda v: v in ("", "kg_ridge"), "'' or 'kg_ridge'")
     need("model.standardise_over", lambda v: v in ("support", "all_drugs"),
          "'support' or 'all_drugs'")
+    if c.data.source == "files":
+        from perturbjax.data.kg_lincs import COLLAPSES
+
+        missing = [k for k in ("files", "filters", "collapse", "drug_features", "morgan_bits")
+                   if k not in c.data]
+        if missing:
+            raise ValueError(f"config key data.{missing[0]} is missing; data.source=files needs "
+                             f"the sections of perturbjax.data.kg_lincs.files_config() (as "
+                             f"experiments/kg_lincs.py sets them)")
+        need("data.collapse", lambda v: v in COLLAPSES, f"one of {COLLAPSES}")
+        if c.data.collapse == "drug":
+            need("data.split", lambda v: v != "cold_cell",
+                 "not cold_cell with data.collapse=drug (one pooled cell line)")
     if c.model.target_readout:
         need("model.name", lambda v: v == "relational_sgc",
              "'relational_sgc' with model.target_readout=True")
@@ -233,6 +248,13 @@ def _load_source(config: ml_collections.ConfigDict) -> tuple[PerturbationData, d
         from perturbjax.data.primekg_planted import PlantedConfig, make_planted
 
         return make_planted(PlantedConfig(**_frozen(config.data.planted)))
+    if source == "files":
+        from perturbjax.data.kg_lincs import FilesConfig, FilterConfig, make_from_files
+
+        return make_from_files(FilesConfig(**_frozen(config.data.files)),
+                               FilterConfig(**_frozen(config.data.filters)), config.data.collapse,
+                               drug_features=tuple(config.data.drug_features),
+                               morgan_bits=config.data.morgan_bits, progress=sys.stderr.isatty())
     raise ValueError(f"unknown data source {source!r}; expected one of {DATA_SOURCES}")
 
 
@@ -287,6 +309,13 @@ class PerturbationTask:
         self._support_row[self.split.train] = np.arange(len(self.split.train), dtype=np.int32)
         self.several_conditions_per_drug = (len(np.unique(self._drug_pos[self.split.train]))
                                             < len(self.split.train))
+        if self.model_name in SUPPORT_MODELS and len(self.split.train) > MAX_SUPPORT:
+            raise ValueError(
+                f"model.name={self.model_name} solves kernel ridge over all {len(self.split.train)} "
+                f"training conditions (memory and time grow with the square and cube of their "
+                f"number; at most {MAX_SUPPORT}): collapse the signatures (data.collapse=drug_cell "
+                f"or drug), filter them (data.filters), or train a message-passing model "
+                f"(model.name=hetero_gat with graph.mode=sampled)")
         self.batch_size = config.train.batch_size
         if self.batch_size > len(self.split.train):
             # One batch holds the whole training part; evaluation batches are no larger.

@@ -188,13 +188,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
                                 f"data parallelism: pass --config.train.data_parallel=True")
     primary = jax.process_index() == 0
     progress = progress and primary
-    os.makedirs(workdir, exist_ok=True)
     config_json = config_to_json(config)
     check_workdir_config(workdir, config_json, config_to_json(default_config(config.task)))
+    task = make_task(config)  # loads and checks the data: nothing is written before it succeeds
+    os.makedirs(workdir, exist_ok=True)
     if primary:
         _write(os.path.join(workdir, "config.json"), config_json)
-    task = make_task(config)
-    if primary:
         for name, record in task.artifacts().items():
             _write(os.path.join(workdir, name), json.dumps(record))
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
