@@ -62,10 +62,17 @@ def write_edge_table(path) -> None:
                   "target_name": rows["y_name"]}).to_csv(path, sep="\t", index=False)
 
 
-def write_drug_table(path) -> None:
-    pd.DataFrame({"drugbank_id": ["DB1", "DB2"], "name": ["Aspirin", "Otherdrug"],
-                  "inchikey": ["AAAAAAAAAAAAAA-BBBBBBBBBB-C", "KEYB2KEYB2KEYB-BBBBBBBBBB-C"]}
-                 ).to_csv(path, sep="\t", index=False)
+def write_drug_table(path, vocabulary: bool = False) -> None:
+    """KG drugs' InChIKeys: drugbank-slim.tsv's columns, or (vocabulary) those of DrugBank's
+    vocabulary CSV ("DrugBank ID", "Common name", "Standard InChI Key")."""
+    table = pd.DataFrame({"drugbank_id": ["DB1", "DB2"], "name": ["Aspirin", "Otherdrug"],
+                          "inchikey": ["AAAAAAAAAAAAAA-BBBBBBBBBB-C",
+                                       "KEYB2KEYB2KEYB-BBBBBBBBBB-C"]})
+    if vocabulary:
+        table.columns = ["DrugBank ID", "Common name", "Standard InChI Key"]
+        table.to_csv(path, index=False)
+    else:
+        table.to_csv(path, sep="\t", index=False)
 
 
 def signature_table() -> pd.DataFrame:
@@ -163,9 +170,9 @@ def write_geo(folder) -> dict[str, str]:
     pd.DataFrame({"cell_id": CELLS, "cell_type": "cell line", "primary_site": ["skin", "breast"]}
                  ).to_csv(folder / "cell_info.txt", sep="\t", index=False)
     write_edge_table(folder / "edges.tsv")
-    write_drug_table(folder / "drugs.tsv")
+    write_drug_table(folder / "drugbank_vocabulary.csv", vocabulary=True)
     return {"kg": str(folder / "edges.tsv"), "kg_format": "edges", "drug_type": "drug",
             "gene_type": "gene/protein", "signatures": str(folder / "level5_geo.gctx"),
             "siginfo": str(folder / "sig_info.txt"), "compoundinfo": str(folder / "pert_info.txt"),
             "geneinfo": str(folder / "gene_info.txt"), "cellinfo": str(folder / "cell_info.txt"),
-            "drug_table": str(folder / "drugs.tsv")}
+            "drug_table": str(folder / "drugbank_vocabulary.csv")}

@@ -420,6 +420,10 @@ def _kg_drug_table(graph, kg: KnowledgeGraph, drug_table: str) -> pd.DataFrame:
                         "inchikey": ""})
     if drug_table:
         table = read_table(drug_table, strip=True).frame
+        # Column names compared in lower case with "_" for spaces, so DrugBank's vocabulary
+        # file ("DrugBank ID", "Common name", "Standard InChI Key") reads as well.
+        table.columns = [c.lower().replace(" ", "_") for c in table.columns]
+        table = table.rename(columns={"common_name": "name", "standard_inchi_key": "inchikey"})
         id_col = next((c for c in ("node_id", "drugbank_id", "id", "drug_id") if c in table),
                       None)
         key = next((c for c in ("inchikey", "inchi_key") if c in table), None)
@@ -428,6 +432,8 @@ def _kg_drug_table(graph, kg: KnowledgeGraph, drug_table: str) -> pd.DataFrame:
                              f"drugbank_id) and inchikey and/or name; found "
                              f"{list(table.columns)[:10]}")
         table = table.drop_duplicates(id_col).set_index(id_col)
+        if key:
+            table[key] = table[key].fillna("").str.replace("InChIKey=", "", regex=False)
         if key:
             out["inchikey"] = out["node_id"].map(table[key]).fillna("")
         if "name" in table:
