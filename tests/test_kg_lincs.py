@@ -237,3 +237,12 @@ def test_edge_table_reverses_only_relations_listed_one_way(tmp_path):
     relations = sorted(k.relation for k in graph.edge_types)
     assert relations == ["interacts", "regulates", "rev_regulates"]
     assert list(names["gene"]) == ["a", "b", "c"]
+
+
+def test_matrix_columns_the_table_does_not_describe_are_counted(beta, tmp_path):
+    sig = pd.read_csv(beta["siginfo"], sep="\t")
+    sig.iloc[1:].to_csv(tmp_path / "fewer.txt", sep="\t", index=False)
+    p = _plan({**beta, "siginfo": str(tmp_path / "fewer.txt")}, collapse="none")
+    report = _reports(p)[str(tmp_path / "fewer.txt")]
+    assert report.dropped["matrix column without a row in the signature table"] == 1
+    assert len(p.signatures) == N_TREATED - 1

@@ -216,7 +216,7 @@ def plan(files: FilesConfig, filters: FilterConfig, collapse: str) -> Plan:
                                        files.signatures, sig_report,
                                        ids=pd.Series(col_meta.index.astype(str)))
     reports.append(sig_report)
-    sig = _in_matrix(sig, col_meta.index, files)
+    sig = _in_matrix(sig, col_meta.index, files, sig_report)
     sig, filter_report = _filter(sig, filters, files.siginfo or files.signatures, collapse)
     reports.append(filter_report)
 
@@ -255,7 +255,8 @@ def _readout(genes: pd.DataFrame, files: FilesConfig) -> tuple[pd.DataFrame, Loa
                              f"or pr_is_lm 1); give data.files.readout to choose readout genes")
         report.kept["landmark genes"] = len(out)
         return out[["entrez", "symbol"]].reset_index(drop=True), report
-    wanted, list_report = read_gene_list(files.readout)
+    wanted, _ = read_gene_list(files.readout)
+    report.kept["genes listed in data.files.readout"] = len(wanted)
     by_id = pd.Series(table["entrez"].to_numpy(), index=table["entrez"].to_numpy())
     by_symbol = table.drop_duplicates("symbol").set_index("symbol")["entrez"]
     entrez = wanted.map(by_id).fillna(wanted.map(by_symbol))
@@ -273,35 +274,42 @@ def _matrix_rows(row_meta: pd.DataFrame, readout: pd.DataFrame, genes: pd.DataFr
                  path: str, report: LoadReport) -> tuple[np.ndarray, pd.DataFrame]:
     """The matrix row of each readout gene: row ids that are Entrez ids (beta, GEO), or probe
     ids (the `pr_gene_id` row metadata, or the gene table's probes)."""
-    ids = pd.Series(row_meta.index.astype(str), index=row_meta.index.astype(str))
-    row_of = pd.Series(ids.to_numpy(), index=ids.to_numpy())
+    ids = pd.Index(row_meta.index.astype(str))
+    row_of = pd.Series(ids, index=ids)  # Entrez id -> row id
     if "pr_gene_id" in row_meta:
         entrez = row_meta["pr_gene_id"].astype(str).str.replace(r"\.0$", "", regex=True)
-        row_of = pd.concat([row_of, pd.Series(ids.to_numpy(), index=entrez.to_numpy())])
+        row_of = pd.concat([row_of, pd.Series(ids, index=entrez.to_numpy())])
     probes = genes[genes["probe"] != genes["entrez"]]
     if len(probes):
         row_of = pd.concat([row_of, pd.Series(probes["probe"].to_numpy(),
                                               index=probes["entrez"].to_numpy())])
-    row_of = row_of[row_of.isin(ids.index)]
+    row_of = row_of[row_of.isin(ids)]
     row_of = row_of[~row_of.index.duplicated()]
     rows = readout["entrez"].map(row_of)
     report.drop("readout gene not a row of the matrix", int(rows.isna().sum()),
                 readout["entrez"][rows.isna()])
     if rows.notna().sum() == 0:
         raise ValueError(f"{path}: none of the {len(readout)} readout genes is a row of the "
-                         f"matrix (row ids such as {ids.index[:3].tolist()} are neither their "
+                         f"matrix (row ids such as {ids[:3].tolist()} are neither their "
                          f"Entrez ids nor their probes)")
     keep = rows.notna().to_numpy()
     report.kept["readout genes in the matrix"] = int(keep.sum())
     return rows[keep].to_numpy(dtype=str), readout[keep].reset_index(drop=True)
 
 
-def _in_matrix(sig: pd.DataFrame, columns: pd.Index, files: FilesConfig) -> pd.DataFrame:
-    """The signatures that are columns of the matrix, in the matrix's column order."""
-    at = pd.Index(columns.astype(str)).get_indexer(sig["sig_id"])
+def _in_matrix(sig: pd.DataFrame, columns: pd.Index, files: FilesConfig,
+               report: LoadReport) -> pd.DataFrame:
+    """The signatures that are columns of the matrix, in the matrix's column order; the
+    matrix's columns the table does not describe are counted in `report`."""
+    columns = pd.Index(columns.astype(str))
+    at = columns.get_indexer(sig["sig_id"])
     if (at >= 0).sum() == 0:
         raise ValueError(f"{files.signatures}: none of its {len(columns)} column ids (e.g. "
                          f"{list(columns[:2])}) is a sig_id of {files.siginfo}")
+    undescribed = ~columns.isin(sig["sig_id"])
+    report.drop("matrix column without a row in the signature table", int(undescribed.sum()),
+                columns[undescribed])
+    report.notes["signature-table rows that are not matrix columns"] = int((at < 0).sum())
     return sig.assign(column=at)[at >= 0].sort_values("column").reset_index(drop=True)
 
 
@@ -397,7 +405,8 @@ def _map_genes(graph, kg: KnowledgeGraph, genes: pd.DataFrame, readout: pd.DataF
     new = node.isna().to_numpy()
     report.drop("readout gene not in the KG (added as a gene node without edges)",
                 int(new.sum()), readout["symbol"][new] + " (" + readout["entrez"][new] + ")")
-    # Repeated ids cannot be two nodes: a KG whose nodes are symbols gets the symbol.
+    # New gene nodes are named as the KG names genes: Entrez ids, or symbols where its gene
+    # ids are not numbers.
     new_names = readout["entrez"][new] if nodes.str.fullmatch(r"\d+").mean() >= 0.5 or \
         not len(nodes) else readout["symbol"][new]
     node[new] = new_names.to_numpy()
@@ -433,9 +442,8 @@ def _kg_drug_table(graph, kg: KnowledgeGraph, drug_table: str) -> pd.DataFrame:
                              f"{list(table.columns)[:10]}")
         table = table.drop_duplicates(id_col).set_index(id_col)
         if key:
-            table[key] = table[key].fillna("").str.replace("InChIKey=", "", regex=False)
-        if key:
-            out["inchikey"] = out["node_id"].map(table[key]).fillna("")
+            inchikey = table[key].fillna("").str.replace("InChIKey=", "", regex=False)
+            out["inchikey"] = out["node_id"].map(inchikey).fillna("")
         if "name" in table:
             out["name"] = out["name"].where(out["name"] != out["node_id"], "")
             out["name"] = out["name"].mask(out["name"] == "", out["node_id"].map(table["name"]))
@@ -468,9 +476,8 @@ def _place_drugs(graph, kg: KnowledgeGraph, sig: pd.DataFrame, compounds: pd.Dat
              "DrugBank id, " if (info["drugbank_id"] != "").any() else "")
     kg_drugs = _kg_drug_table(graph, kg, drug_table)
     matched, match_report = match_drugs(query, kg_drugs)
-    if "matched by drug_id" in match_report.kept:
-        match_report.kept["matched by DrugBank id / KG id"] = match_report.kept.pop(
-            "matched by drug_id")
+    match_report.kept = {("matched by DrugBank id / KG id" if k == "matched by drug_id" else k): v
+                         for k, v in match_report.kept.items()}
     targets = info["targets"].explode().dropna()
     targets = targets[targets != ""]
     target_frame = pd.DataFrame({"drug_id": perts.to_numpy()[targets.index.to_numpy()],
@@ -492,7 +499,7 @@ def _place_drugs(graph, kg: KnowledgeGraph, sig: pd.DataFrame, compounds: pd.Dat
         smiles.iloc[:len(kg_drugs)] = kg_drugs["smiles"].to_numpy()
     lincs = info["smiles"].to_numpy(dtype=object)
     smiles.iloc[drug_pos[lincs != ""]] = lincs[lincs != ""]
-    match_report.kept["KG drug nodes with signatures"] = int(len(np.unique(drug_pos)))
+    match_report.kept["drug nodes with signatures"] = int(len(np.unique(drug_pos)))
     return graph, sig, smiles.to_numpy(dtype=object), [coverage, match_report, merge_report]
 
 
