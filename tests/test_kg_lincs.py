@@ -246,3 +246,18 @@ def test_matrix_columns_the_table_does_not_describe_are_counted(beta, tmp_path):
     report = _reports(p)[str(tmp_path / "fewer.txt")]
     assert report.dropped["matrix column without a row in the signature table"] == 1
     assert len(p.signatures) == N_TREATED - 1
+
+
+def test_a_kernel_model_over_too_many_conditions_stops_before_training(beta, tmp_path, capsys,
+                                                                       monkeypatch):
+    from perturbjax.tasks import perturbation
+
+    monkeypatch.setattr(perturbation, "MAX_SUPPORT", 5)
+    workdir = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--config", "experiments/kg_lincs.py:collapse=none", "--workdir",
+                  str(workdir), "--config.data.split=random", "--config.data.num_folds=2",
+                  "--config.wandb.mode=disabled", *_overrides(beta)])
+    assert e.value.code == 2 and not workdir.exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "kernel ridge over all" in err and "data.collapse" in err

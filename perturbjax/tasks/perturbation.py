@@ -44,7 +44,7 @@ DATA_SOURCES = ("demo", "hetionet_lincs_consensus", "hetionet_l1000_cell_lines",
 GRAPH_HOST_MODELS = {GraphRidge.name: GraphRidge}
 # Trained models that read the training drugs' signatures (the "support") in full-graph mode.
 SUPPORT_MODELS = ("relational_sgc",)
-MAX_SUPPORT = 20_000  # their [support, support] kernel: 1.6 GB in float32
+MAX_SUPPORT = 50_000  # their [support, support] kernel: 10 GB in float32
 TRAINED_MODELS = ENCODERS + SUPPORT_MODELS
 MODELS = TRAINED_MODELS + tuple(sorted(GRAPH_HOST_MODELS)) + tuple(sorted(BASELINES))
 
