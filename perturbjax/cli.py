@@ -3,7 +3,7 @@
     perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
         [--group G] [--job-type J]   (W&B group and job type; default: file name and variant)
         [--coordinator-address HOST:PORT --num-processes N --process-id I | --distributed]
-        (rerun on a DIR with checkpoints to resume it; SIGTERM saves one and exits with status 0;
+        (rerun on a DIR with checkpoints to resume it; SIGTERM or a first Ctrl-C saves one and exits with status 0;
         the last options join N processes into one multi-host run: README, Multi-host)
     perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR
         --target local [--parallel N] [--dry-run] [--config.KEY=VALUE ...]
@@ -131,7 +131,7 @@ def _train(args, rest) -> None:
         summary = train_and_evaluate(config, args.workdir, experiment=experiment,
                                      variant=variant, progress=not args.no_progress,
                                      group=args.group, job_type=args.job_type)
-    except (WorkdirConflict, ProcessSetupError) as e:
+    except (WorkdirConflict, ProcessSetupError, FloatingPointError) as e:
         raise SystemExit(f"perturbjax: {e}")
     except Preempted as e:
         # Exit status 0: the run stopped as asked, with its state saved.
@@ -494,8 +494,8 @@ def main(argv: list[str] | None = None) -> None:
         description="Train the configured model, fit the configured baselines on the same split, "
                     "and write config.json, metrics.jsonl and summary.json to the workdir. "
                     "A workdir with checkpoints (train.checkpoint.every > 0) is resumed exactly "
-                    "from the latest one; one with another config is refused. SIGTERM saves a "
-                    "checkpoint and exits with status 0. Further arguments --config.KEY=VALUE override config fields. "
+                    "from the latest one; one with another config is refused. SIGTERM or a first Ctrl-C saves a "
+                    "checkpoint and exits with status 0 (a second Ctrl-C aborts). Further arguments --config.KEY=VALUE override config fields. "
                     "Multi-host: start one process per host (or several on one machine) with "
                     "--coordinator-address, --num-processes and --process-id, or --distributed "
                     "where JAX detects them (TPU VM pods); train.data_parallel must be on, the "
@@ -725,6 +725,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(e) or type(e).__name__)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it
+        if debug:
+            raise
+        print("perturbjax: interrupted", file=sys.stderr)
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":

@@ -314,10 +314,7 @@ def repurpose(run, query: np.ndarray, names, *, k: int = 50, library: list[NewDr
 
 def write_repurposing(rows: list[dict], directory: str, title: str, top: int = 20) -> list[str]:
     """repurposing.tsv (every drug), repurposing.md (the top reversers) and repurposing.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, f"repurposing.{ext}") for ext in ("tsv", "md", "png")]
@@ -333,7 +330,8 @@ def write_repurposing(rows: list[dict], directory: str, title: str, top: int = 2
         f.write("\n".join(lines) + "\n\nConnectivity: XSum over the query's top up and down "
                 "genes (negative reverses the query; see perturbjax/predict.py).\n")
     best = rows[:top]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(best) + 1.5))
+    fig = Figure(figsize=(7, 0.3 * len(best) + 1.5))
+    ax = fig.subplots()
     y = np.arange(len(best))[::-1]
     ax.barh(y, [r["connectivity"] for r in best],
             color=["C1" if r["source"] == "library" else "C0" for r in best])
@@ -343,5 +341,4 @@ def write_repurposing(rows: list[dict], directory: str, title: str, top: int = 2
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
     return paths

@@ -105,16 +105,29 @@ def test_real_gctx_matches_the_gct_plate(plate, real_file):
     assert report.kept == {"rows": 978, "cols": 377}
 
 
+@pytest.mark.parametrize("token", ["NULL", "None", "#N/A", "#N/A!", "#VALUE!", "-nan", "-NaN",
+                                   "#NA", "N/A", "-666"])
+def test_gct_reads_cmappys_missing_value_spellings_and_unquotes_ids(tmp_path, token):
+    text = gct13([["1", token], ["2", "3"]], ['"g1"', "g2"], ['"s1"', "s2"],
+                 row_meta={"symbol": ['"A"', "B"]}, col_meta={"pert_type": ["trt_cp", token]})
+    gct, report = read_gct(write(tmp_path, "tokens.gct", text))
+    np.testing.assert_array_equal(gct.data, np.array([[1, np.nan], [2, 3]], np.float32))
+    assert report.notes["missing_values"] == 1
+    assert gct.row_ids.tolist() == ["g1", "g2"] and gct.col_ids.tolist() == ["s1", "s2"]
+    assert gct.row_meta["symbol"].tolist() == ["A", "B"]
+    assert gct.col_meta["pert_type"].isna().tolist() == [False, True]
+
+
 def test_gct_round_trip_with_missing_values_and_typed_metadata(tmp_path):
     data = [["1.5", "-666", "2"], ["NA", "", "3.25"]]
     text = gct13(data, ["g1", "g2"], ["s1", "s2", "s3"],
                  row_meta={"pr_gene_id": ["7", "0042"], "symbol": ["A", "B"]},
                  col_meta={"pert_dose": ["10", "-666", "0.5"], "pert_type": ["trt_cp", "ctl", "x"]})
     gct, report = read_gct(write(tmp_path, "small.gct", text))
-    # In the data matrix -666 is a value (as cmapPy reads it); NA and empty cells are missing.
-    expected = np.array([[1.5, -666.0, 2.0], [np.nan, np.nan, 3.25]], np.float32)
+    # In a GCT text matrix -666, NA and empty cells are missing (cmapPy's default).
+    expected = np.array([[1.5, np.nan, 2.0], [np.nan, np.nan, 3.25]], np.float32)
     np.testing.assert_array_equal(gct.data, expected)
-    assert report.notes["missing_values"] == 2
+    assert report.notes["missing_values"] == 3
     assert gct.col_meta["pert_dose"].tolist()[::2] == [10.0, 0.5]
     assert np.isnan(gct.col_meta["pert_dose"].iloc[1])
     assert gct.row_meta["pr_gene_id"].tolist() == ["7", "0042"]  # zero-padded ids stay strings

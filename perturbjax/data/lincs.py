@@ -5,12 +5,16 @@ dropped and why, so a silent loss of rows never goes unnoticed. Malformed input 
 `ValueError` naming the file and the 1-based line (or HDF5 record) and what was expected there,
 because a message that says where to look is what makes a bad download fixable.
 
-Conventions, chosen to match how CMap writes these files:
-  * In metadata "-666", "NA", "NaN", "" (and a few similar spellings) mean missing: they become
-    NaN, and a column whose remaining values are all numbers is stored as numbers (CMap writes
-    e.g. `pert_dose` and `pert_time` as numbers). In the expression matrix "NA", "NaN" and ""
-    become NaN but -666 is a value and stays one, as cmapPy reads it (-666 is CMap's metadata
-    placeholder, not a data marker).
+Conventions, chosen to match how CMap writes these files and cmapPy reads them
+(cmapPy/pandasGEXpress/parse_gct.py and parse_gctx.py, `convert_neg_666=True`, the default):
+  * GCT text, every cell: "-666", "", and cmapPy's `nan_values` ("#N/A", "N/A", "NA", "#NA",
+    "NULL", "NaN", "-NaN", "nan", "-nan", "#N/A!", "na", "None", "#VALUE!") are missing: NaN,
+    counted in the report. A field in double quotes loses them (`"g1"` is the id g1), as
+    pandas' CSV reader gives cmapPy.
+  * GCTX: in metadata -666 (number or text) is missing; in the matrix every number is a value,
+    -666 included (cmapPy reads the HDF5 matrix as it is), and only NaN is missing.
+  * Metadata columns whose present values are all numbers are stored as numbers (CMap writes
+    e.g. `pert_dose` and `pert_time` as numbers); "-666.0" is missing there too.
   * Gene identifiers are Entrez ids kept as strings, so they join with graph node ids without
     int/str mismatches.
 """
@@ -33,12 +37,15 @@ from perturbjax.data.report import LoadReport
 from perturbjax.data.tables import (Table, check_field_counts, drop_bad_ids, field_counts,
                                     read_lines, read_table, to_bool, to_numeric)
 
-MISSING_TOKENS = ("", "-666", "-666.0", "-666.00", "-666.000", "NA", "na", "NaN", "nan", "N/A",
-                  "#N/A")
-"""Spellings of a missing value in CMap files (CMap's own marker is -666)."""
+CMAPPY_NAN_VALUES = ("#N/A", "N/A", "NA", "#NA", "NULL", "NaN", "-NaN", "nan", "-nan", "#N/A!",
+                     "na", "None", "#VALUE!")
+"""The strings cmapPy's GCT parser reads as NaN (`nan_values` in parse_gct.py)."""
 
-DATA_MISSING_TOKENS = tuple(t for t in MISSING_TOKENS if not t.startswith("-666"))
-"""Spellings of a missing value in an expression matrix."""
+DATA_MISSING_TOKENS = ("", "-666") + CMAPPY_NAN_VALUES
+"""Spellings of a missing value in a GCT text matrix (cmapPy adds "-666" by default)."""
+
+MISSING_TOKENS = DATA_MISSING_TOKENS + ("-666.0", "-666.00", "-666.000")
+"""Spellings of a missing value in CMap metadata and tables (CMap's own marker is -666)."""
 
 CMAP_MISSING = -666.0
 MAD_SCALE = 1.4826
@@ -62,6 +69,15 @@ def _parse_cells(lines: Sequence[str], n_fields: int) -> np.ndarray:
                         na_filter=False, skip_blank_lines=False, engine="c",
                         quoting=csv.QUOTE_NONE)
     return frame.to_numpy(dtype=object)
+
+
+def _unquote(cells: np.ndarray) -> np.ndarray:
+    """Fields written in double quotes -> their text (`"g1"` -> g1, `""` inside -> `"`)."""
+    s = pd.Series(cells.ravel(), dtype=object)
+    quoted = (s.str.len() >= 2) & s.str.startswith('"') & s.str.endswith('"')
+    if quoted.any():
+        s[quoted] = s[quoted].str.slice(1, -1).str.replace('""', '"', regex=False)
+    return s.to_numpy(dtype=object).reshape(cells.shape)
 
 
 def _to_float(cells: np.ndarray, lineno: np.ndarray, col_labels: Sequence[str],
@@ -236,7 +252,7 @@ def read_gct(path) -> tuple[GCT, LoadReport]:
         raise ValueError(f"{name} line 3: expected {width} tab-separated fields (id, {n_rmeta} "
                          f"row-metadata fields and {n_cols} column ids, as line 2 declares), "
                          f"got {len(header)}")
-    header = [h.strip() for h in header]
+    header = list(_unquote(np.array([h.strip() for h in header], dtype=object)))
     rmeta_names, cids = header[1:1 + n_rmeta], header[1 + n_rmeta:]
     dup = _first_duplicate(pd.Series(rmeta_names, dtype=object))
     if dup is not None:
@@ -263,6 +279,8 @@ def read_gct(path) -> tuple[GCT, LoadReport]:
     check_field_counts(field_counts(block, "\t"), width, lineno, name, "\t",
                        f" (id, {n_rmeta} row-metadata fields, {n_cols} values)")
     cells = _parse_cells(block, width)
+    if any('"' in line for line in block):
+        cells = _unquote(cells)
 
     cm = cells[:n_cmeta]
     cmeta_names = pd.Series(cm[:, 0], dtype=object).str.strip()

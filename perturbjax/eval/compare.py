@@ -488,17 +488,13 @@ def write_csv(comparison: Comparison, path: str) -> None:
 def forest_plot(comparison: Comparison, path: str, max_metrics: int = 3) -> None:
     """Paired differences to the reference with their 95% intervals, one panel per metric (the
     first `max_metrics`), rows in the table's order; baselines in grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     c = comparison
     rows = [r for r in c.rows if r.name != c.reference]
     metrics = c.metrics[:max_metrics]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 2.5,
-                                                       0.32 * len(rows) + 1.6),
-                             sharey=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * len(metrics) + 2.5, 0.32 * len(rows) + 1.6))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)
     y = np.arange(len(rows))[::-1]
     for ax, m in zip(axes[0], metrics):
         for yi, row in zip(y, rows):
@@ -517,7 +513,6 @@ def forest_plot(comparison: Comparison, path: str, max_metrics: int = 3) -> None
     fig.suptitle(f"Paired difference to {c.reference} ({c.part}; mean, 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_outputs(comparison: Comparison, directory: str) -> list[str]:

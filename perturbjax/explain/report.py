@@ -288,14 +288,12 @@ def markdown(x: dict, figures: list[str] = ()) -> str:
 
 
 def _figures(x: dict, directory: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     out = []
     genes = x["genes"]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(genes) + 1.5))
+    fig = Figure(figsize=(7, 0.3 * len(genes) + 1.5))
+    ax = fig.subplots()
     y = np.arange(len(genes))[::-1]
     ax.barh(y + 0.2, [g["effect"] for g in genes], height=0.4, label="predicted − training mean")
     ax.barh(y - 0.2, [g["measured"] for g in genes], height=0.4, label="measured", color="0.6")
@@ -307,10 +305,10 @@ def _figures(x: dict, directory: str) -> list[str]:
     fig.tight_layout()
     out.append(os.path.join(directory, "signature.png"))
     fig.savefig(out[-1], dpi=120)
-    plt.close(fig)
     if "relations" in x:
         rel = [r for r in x["relations"] if r["ig_share"] > 0.001][:20]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(rel) + 1.5), sharey=True)
+        fig = Figure(figsize=(10, 0.3 * len(rel) + 1.5))
+        axes = fig.subplots(1, 2, sharey=True)
         y = np.arange(len(rel))[::-1]
         axes[0].barh(y, [r["ig_share"] for r in rel])
         axes[0].set_xlabel("share of |integrated gradients|")
@@ -322,5 +320,4 @@ def _figures(x: dict, directory: str) -> list[str]:
         fig.tight_layout()
         out.append(os.path.join(directory, "relations.png"))
         fig.savefig(out[-1], dpi=120)
-        plt.close(fig)
     return out

@@ -238,6 +238,16 @@ class CellGraphTask:
         """Expression `[len(rows), N]` of task samples `rows`, normalised as configured."""
         x = self.dataset.expression(self.samples[rows])
         if self.config.data.normalize == "log1p":
+            negative = np.argwhere(x < 0)
+            if len(negative):  # scaled or log values, not counts: log1p would give NaN
+                r, g = negative[0]
+                meta = self.dataset.metadata.iloc[self.samples[rows[r]]]
+                name = (self.dataset.graph.node_names[g]
+                        if self.dataset.graph.node_names is not None else f"node {g}")
+                raise ValueError(
+                    f"{meta['matrix_file_path']}: row {meta['matrix_row_idx']} holds {x[r, g]:.4g} "
+                    f"for {name}; data.normalize=log1p needs counts (>= 0): the values look "
+                    f"scaled or already logged, so use data.normalize=none")
             total = x.sum(1, keepdims=True)
             x = np.log1p(x / np.maximum(total, 1e-12) * 1e4)
         return x

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 
 import jax
@@ -87,10 +88,11 @@ class WorkdirConflict(ValueError):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a checkpoint; rerunning the command resumes it."""
+    """Training stopped on SIGTERM or Ctrl-C after saving a checkpoint; rerunning the command
+    resumes it."""
 
-    def __init__(self, step: int, directory: str):
-        super().__init__(f"preempted (SIGTERM) at step {step}; "
+    def __init__(self, step: int, directory: str, signal_name: str = "SIGTERM"):
+        super().__init__(f"preempted ({signal_name}) at step {step}; "
                          f"checkpoint saved in {directory}/{step}")
         self.step, self.directory = step, directory
 
@@ -254,32 +256,42 @@ class Checkpoints:
             self._manager = None
 
 
-class SigtermFlag:
-    """Context manager: while active, SIGTERM asks the loop to stop at a step boundary.
+class StopSignals:
+    """Context manager: while active, SIGTERM or a first Ctrl-C (SIGINT) asks the loop to stop
+    at a step boundary.
 
-    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption; the loop asks
-    `reached(step)` at every step and, when true, saves a checkpoint and stops cleanly. In a
-    single process the flag is set by a Python handler; outside the block (and in a thread other
-    than the main one, where Python cannot install handlers) SIGTERM keeps its previous meaning.
+    A TPU VM (or a batch scheduler) sends SIGTERM shortly before preemption, and a user at the
+    terminal presses Ctrl-C; the loop asks `reached(step)` at every step and, when true, saves a
+    checkpoint and stops cleanly. A second Ctrl-C aborts at once (KeyboardInterrupt). In a
+    single process the flag is set by Python handlers; outside the block (and in a thread other
+    than the main one, where Python cannot install handlers) the signals keep their previous
+    meaning.
 
     With several processes each may get the signal at a different step, and a process that
     stopped alone would leave the others waiting in a collective. JAX's distributed runtime
     catches SIGTERM there itself (its preemption notifier) and the processes agree on one step to
     stop at: `reached` asks it (`multihost_utils.reached_preemption_sync_point`), so every
     process must call it at every step, as the loop does. No Python handler is installed then
-    (it would replace the runtime's), and with `enabled=False` SIGTERM stays caught by the
-    runtime: the run goes on.
+    (it would replace the runtime's; Ctrl-C keeps its meaning), and with `enabled=False` SIGTERM
+    stays caught by the runtime: the run goes on.
+
+    Attributes:
+      signal_name: "SIGTERM" or "SIGINT", the signal that set the flag (None before one came).
     """
 
     def __init__(self, enabled: bool = True):
-        self.is_set = False
+        self.signal_name = None
         self._processes = jax.process_count()
         self._enabled = enabled and (self._processes > 1
                                      or threading.current_thread() is threading.main_thread())
-        self._previous = None
+        self._previous = {}
 
     def _handler(self, signum, frame):
-        self.is_set = True
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:  # the next Ctrl-C interrupts at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print(f"perturbjax: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C "
+                  f"again to abort without saving)", file=sys.stderr)
 
     def reached(self, step: int) -> bool:
         """Whether to stop after `step` (in every process at the same step)."""
@@ -287,13 +299,14 @@ class SigtermFlag:
             return False
         if self._processes > 1:
             return multihost_utils.reached_preemption_sync_point(step)
-        return self.is_set
+        return self.signal_name is not None
 
-    def __enter__(self) -> "SigtermFlag":
+    def __enter__(self) -> "StopSignals":
         if self._enabled and self._processes == 1:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._enabled and self._processes == 1:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

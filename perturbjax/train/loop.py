@@ -19,9 +19,9 @@ final test evaluation, and the run directory:
 
 A workdir with checkpoints is resumed from the latest one, exactly: the batches are a function of
 (seed, step), the PRNG key, optimizer state and validation selection so far are restored, and
-metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM the loop saves a
+metrics.jsonl is cut back to what it held at that checkpoint. On SIGTERM or a first Ctrl-C the loop saves a
 checkpoint at the next step boundary (with several processes, at a step they agree on; see
-`checkpoint.SigtermFlag`) and raises `checkpoint.Preempted` (no summary.json).
+`checkpoint.StopSignals`) and raises `checkpoint.Preempted` (no summary.json).
 
 With `train.data_parallel` the steps are the shard_map ones of `parallel.py`: the global batch
 `train.batch_size` is split over a 1-D "data" mesh of all devices (or the first
@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from perturbjax.config import config_to_json
 from perturbjax.tasks import default_config, make_task, validate_config
 from perturbjax.train.batching import eval_batches, train_batches
-from perturbjax.train.checkpoint import (Checkpoints, Preempted, SigtermFlag, check_workdir_config,
+from perturbjax.train.checkpoint import (Checkpoints, Preempted, StopSignals, check_workdir_config,
                                          save_model)
 from perturbjax.train.logging import RunLogger, peak_rss_gib
 from perturbjax.train.optim import apply_gradients, make_optimizer
@@ -335,14 +335,18 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
     bar = tqdm(range(first + 1, t.num_steps + 1), desc="train", disable=not progress,
                mininterval=0.5, initial=first, total=t.num_steps)
     clock = _TrainClock(first, t.batch_size)
-    with SigtermFlag(enabled=every > 0) as sigterm:
+    with StopSignals(enabled=every > 0) as stop:
         for step in bar:
             key, step_key = jax.random.split(key)
             params, opt_state, stats = train_step(params, opt_state, step_key, inputs, next(batches))
             if step % t.log_every == 0 or step == t.num_steps:
                 stats = jax.device_get(stats)
                 if not np.isfinite(stats["loss"]):
-                    raise FloatingPointError(f"loss is {stats['loss']} at step {step}")
+                    raise FloatingPointError(
+                        f"loss is {stats['loss']} at step {step} (checked every "
+                        f"train.log_every={t.log_every} steps): check the inputs for NaN, "
+                        f"infinite or unscaled values (data.normalize), or lower "
+                        f"train.learning_rate ({t.learning_rate})")
                 logger.log(step, "train", {**stats, "learning_rate": float(schedule(step)),
                                            **clock.lap(step)})
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
@@ -356,11 +360,11 @@ def _train(config, task, logger, progress, ckpt, config_json, loop_state) -> dic
                     best = {"score": val[metric], "step": step,
                             "params": jax.tree.map(np.array, params)}
                 bar.set_postfix(loss=f"{float(stats['loss']):.4f}", **{f"val_{metric}": f"{val[metric]:.3f}"})
-            if sigterm.reached(step):
+            if stop.reached(step):
                 logger.log(step, "preempted", {"checkpoint_step": step})
                 save(step)
                 ckpt.wait()
-                raise Preempted(step, ckpt.directory)
+                raise Preempted(step, ckpt.directory, stop.signal_name or "SIGTERM")
             if every > 0 and (step % every == 0 or (step == t.num_steps and step >= every)):
                 with clock.paused(stats):
                     save(step)

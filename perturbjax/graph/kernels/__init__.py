@@ -16,10 +16,11 @@
 
 The kernels are compiled with the machine's C++ compiler (`$CXX`, else `c++`) against the XLA
 FFI headers that jaxlib ships, into `$PERTURBJAX_KERNEL_CACHE` (default
-`~/.cache/perturbjax/kernels`), keyed by the sources, flags and jaxlib version, so they are built
-once per machine (a few seconds). Without a compiler, when the build fails, with
-`PERTURBJAX_KERNELS=0`, or when JAX's default backend is not the CPU, the same functions run as
-XLA ops (one warning says why when the build fails).
+`~/.cache/perturbjax/kernels`), keyed by the sources, flags, jaxlib version and the compiler's
+path and version, so they are built once per machine and compiler (a few seconds). They need
+Linux (`os.sched_getaffinity` sizes their threads). Without a compiler, when the build fails,
+on another platform, with `PERTURBJAX_KERNELS=0`, or when JAX's default backend is not the CPU,
+the same functions run as XLA ops (one warning says why when the build fails).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -56,19 +58,37 @@ def _cache_dir() -> Path:
 FLAGS = ("-O3", "-std=c++17", "-ffp-contract=fast", "-shared", "-fPIC", "-pthread")
 
 
-def _build() -> Path:
-    """The compiled library (built now unless cached); raises OSError or SubprocessError."""
-    digest = hashlib.sha256(" ".join((jaxlib.__version__, *FLAGS)).encode())
+def _compiler() -> tuple[str, str]:
+    """The C++ compiler (`$CXX`, else `c++`) and its identity: its resolved path and the first
+    line of `--version`, so another compiler (or version) builds its own library."""
+    cxx = os.environ.get("CXX", "c++")
+    path = shutil.which(cxx)
+    if path is None:
+        raise OSError(f"no C++ compiler {cxx!r} on PATH (set $CXX)")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout.strip().splitlines()
+    return path, f"{os.path.realpath(path)} {version[0] if version else ''}"
+
+
+def _library_path(compiler_identity: str) -> Path:
+    """Where the library built from these sources and flags by this compiler is cached."""
+    digest = hashlib.sha256(" ".join((jaxlib.__version__, compiler_identity, *FLAGS)).encode())
     for source in SOURCES:
         digest.update(source.read_bytes())
-    out = _cache_dir() / f"perturbjax_kernels-{digest.hexdigest()[:16]}.so"
+    return _cache_dir() / f"perturbjax_kernels-{digest.hexdigest()[:16]}.so"
+
+
+def _build() -> Path:
+    """The compiled library (built now unless cached); raises OSError or SubprocessError."""
+    cxx, identity = _compiler()
+    out = _library_path(identity)
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        subprocess.run([os.environ.get("CXX", "c++"), *FLAGS, "-I", jax.ffi.include_dir(),
+        subprocess.run([cxx, *FLAGS, "-I", jax.ffi.include_dir(),
                         *map(str, SOURCES), "-o", tmp],
                        check=True, capture_output=True, text=True, timeout=300)
         os.replace(tmp, out)  # atomic: processes building at once each write their own file
@@ -82,6 +102,10 @@ def _build() -> Path:
 def available() -> bool:
     """Whether the compiled kernels are registered (builds them on the first call)."""
     if os.environ.get("PERTURBJAX_KERNELS", "1") == "0":
+        return False
+    if not hasattr(os, "sched_getaffinity"):  # the kernels size their thread pool with it
+        log.warning("the compiled message-passing kernels need Linux's sched_getaffinity, "
+                    "which this platform lacks; using XLA ops")
         return False
     try:
         lib = ctypes.CDLL(str(_build()))
