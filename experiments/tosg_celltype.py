@@ -1,9 +1,10 @@
 r"""Cell-type classification on a cell text-omic signalling graph dataset (OmniCellTOSG layout).
 
     # once: the real PBMC data (700 cells, 10 cell types) on the curated human PPI network
+    # (its X is scaled, not counts: --allow-negative copies it as it is)
     perturbjax tosg build --h5ad ../shared/data/singlecell/pbmc68k_reduced.h5ad \
       --network ../shared/data/ppi/protein-interactions.txt.gz \
-      --label-columns bulk_labels=CMT_name louvain phase --out data/pbmc68k_tosg
+      --label-columns bulk_labels=CMT_name louvain phase --allow-negative --out data/pbmc68k_tosg
     # three seeds of each model (workdirs runs/tosg_celltype/MODEL/seed=S), then the table
     for m in gcn gat gin transformer; do
       perturbjax launch --config experiments/tosg_celltype.py:model=$m --sweep \

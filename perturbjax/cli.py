@@ -418,7 +418,8 @@ def _tosg(args, rest) -> None:
         report = build_from_anndata(
             args.h5ad, args.network, args.out, network_format=args.network_format,
             label_columns=args.label_columns, donor_column=args.donor_column,
-            dataset_id=args.dataset_id, gene_column=args.gene_column, text_dim=args.text_dim)
+            dataset_id=args.dataset_id, gene_column=args.gene_column, text_dim=args.text_dim,
+            layer=args.layer, allow_negative=args.allow_negative)
         print(f"wrote {args.out}: {report['samples']} samples, {report['genes']} genes (nodes); "
               f"{report['genes_matched']} of the network's {report['network_genes']} genes and "
               f"{report['edges_matched']} of its {report['network_edges']} interactions matched "
@@ -704,6 +705,13 @@ def main(argv: list[str] | None = None) -> None:
                                             "var_names, or feature_name for Ensembl ids)")
     tosg.add_argument("--text-dim", type=int, default=16,
                       help="build: width of the name embeddings (deterministic stand-ins)")
+    tosg.add_argument("--layer", default="X", metavar="X|raw|NAME",
+                      help="build: the expression matrix: adata.X (default), adata.raw.X or "
+                           "adata.layers[NAME]; it should hold counts, which OmniCellTOSG's "
+                           "loader log-normalises")
+    tosg.add_argument("--allow-negative", action="store_true",
+                      help="build: copy negative (scaled) values instead of stopping; "
+                           "OmniCellTOSG's loader refuses such a root, perturbjax reads it")
     tosg.add_argument("--out", help="build: the new dataset root")
     tosg.add_argument("--root", help="summary: a dataset root")
     tosg.add_argument("--label-column", help="summary: count this column's classes")

@@ -23,6 +23,51 @@ The reader never writes into the root and reads only what a run selects: shards 
 memory-mapped, and `expression(rows)` reads just those rows (a 16 GB shard is never loaded
 whole). Files that are missing or disagree with each other raise `TOSGError`, one line naming
 the file and what was expected.
+
+What OmniCellTOSG's own loader reads (github.com/FuhaiLiAiLab/OmniCellTOSG at commit 77ad47c,
+`CellTOSG_Loader/`), and how this reader matches it:
+
+  * Files. `subset_builder.py` (`CellTOSGSubsetBuilder.__init__`) reads
+    `cell_metadata_with_mappings.parquet` (never the .csv), `bmg_gene_index.csv` and the
+    folder `expression_matrix/`; `data_loader.py` `load_expression_by_metadata` opens
+    `os.path.join(root/expression_matrix, matrix_file_path)`, so `matrix_file_path` is a bare
+    shard name (`Process/build_dataset.py` writes `{source}_{tissue_general}_part_{i}.npy`);
+    `data_loader.py` `load_bmg_gene_index` needs the columns `gene_name` and `indices`
+    (`;`-separated). `dataset.py` (`CellTOSGDataLoader`) opens `edge_index.npy`,
+    `internal_edge_index.npy`, `ppi_edge_index.npy`, and either `x_name_emb.npy`,
+    `x_desc_emb.npy`, `x_bio_emb.npy` or `s_name.csv`, `s_desc.csv`, `s_bio.csv`, whose columns
+    `train.py` and `pretrain.py` (`pre_embed_text`) read: `Name`, `Description`, and `Type`
+    (`Transcript` / `Protein`) with `Sequence`. Its training extraction L1-normalises each
+    sample to 1e4 and takes log1p (`extract.py` `norm_and_export_split`, `data_loader.py`
+    `l1_normalize_log1p`, which refuses negative values; its ComBat-seq option refuses them
+    too and rounds to integers), so shards hold counts. This reader also accepts the layout `perturbjax tosg build` wrote
+    before (shard paths under `expression_matrix/`, a gene index `gene,columns`, node names in
+    the last column of s_name.csv).
+  * Label columns. Its `FIELD_ALIAS` (`subset_builder.py`) maps `cell_type -> CMT_name`,
+    `disease -> disease_BMG_name`, `development_stage -> development_stage_category` and
+    `sex -> sex_normalized` always; the published metadata keeps the raw `cell_type`,
+    `disease`, `development_stage` and `sex` columns beside the mapped ones
+    (`Process/field_mapping.ipynb` adds the mapped columns to `Process/build_dataset.py`'s).
+    Here too those four names mean the mapped column whenever the metadata has it (else the
+    same-named column); `raw:NAME` means the column NAME itself, no alias and no class rules
+    below (e.g. `raw:cell_type`). Other names: the column itself, else `ALIASES`.
+  * Uninformative classes, on the mapped columns (`OMNICELL_CLASSES`). Cell type
+    (`extract.py`, `extract_for_training` / `extract_for_inference`): samples whose `CMT_name`
+    is missing, blank or one of unannoted, unannotated, unknown, miscellaneous, splatter, cell
+    are dropped; then (`dataset.py` `build_split_labels`, `LABEL_ZERO_LABELS_BY_LABEL_COLUMN`)
+    `unclassified` is a class of its own, code 0. Disease and sex: samples whose value is
+    missing, blank, unknown, unannotated, unannoted or none are dropped (`extract.py`, the
+    balanced training path its disease and sex tasks require); then `normal` and `unclassified`
+    diseases are one class, code 0 (named "normal / unclassified" here when both occur), and
+    `female` is code 0. The remaining classes follow in case-insensitive order, from 1 when a
+    code-0 class exists. Here the rules follow the resolved column (OmniCellTOSG keys them by
+    its task and label-column names, so asking it for `CMT_name` directly skips the code-0
+    merge); values are compared stripped and case-insensitively, and the generic `UNKNOWN`
+    values (`nan`, `n/a`, `not reported`, ...) are left out in every column.
+  * Not matched: its extract pads 121,419 protein columns after the normalised expression
+    (`extract.py` `N_PROTEIN`) and its inference path requires 412,039 expression columns
+    (`extract.py`, `build_gene_df(n_col_expected=412039)`): constants of the published graph,
+    which a root with another gene set does not meet.
 """
 
 from __future__ import annotations
@@ -43,13 +88,27 @@ EDGE_FILES = ("edge_index", "internal_edge_index", "ppi_edge_index")
 EMBEDDING_FILES = ("x_name_emb", "x_desc_emb", "x_bio_emb")
 TEXT_FILES = ("s_name", "s_desc", "s_bio")
 GENE_INDEX_FILE = "bmg_gene_index.csv"
-# Short names for the dataset's label columns (a name that is itself a column means that column).
-ALIASES = {"cell_type": "CMT_name", "disease": "disease_BMG_name", "sex": "sex_normalized",
-           "age": "development_stage_category", "tissue": "tissue_general",
+# OmniCellTOSG's FIELD_ALIAS (CellTOSG_Loader/subset_builder.py): these names mean the mapped
+# column whenever the metadata has one, even beside a raw column of the same name.
+MAPPED = {"cell_type": "CMT_name", "disease": "disease_BMG_name",
+          "development_stage": "development_stage_category", "sex": "sex_normalized"}
+# Short names for the dataset's label columns (other than MAPPED, a name that is itself a column
+# means that column).
+ALIASES = {**MAPPED, "age": "development_stage_category", "tissue": "tissue_general",
            "organ": "tissue_general"}
+RAW_PREFIX = "raw:"  # "raw:cell_type": that column itself, no alias, no OMNICELL_CLASSES
 # Label or donor values that say "not known".
 UNKNOWN = frozenset({"", "unknown", "nan", "none", "na", "n/a", "unannotated", "unannoted",
                      "not reported"})
+# Mapped column -> (values OmniCellTOSG's loader drops, values it merges into class 0): see the
+# module docstring (CellTOSG_Loader/extract.py and dataset.py).
+_DROPPED_STATUS = frozenset({"unknown", "unannotated", "unannoted", "none"})
+OMNICELL_CLASSES = {
+    "cmt_name": (frozenset({"unannoted", "unannotated", "unknown", "miscellaneous", "splatter",
+                            "cell"}), ("unclassified",)),
+    "disease_bmg_name": (_DROPPED_STATUS, ("normal", "unclassified")),
+    "sex_normalized": (_DROPPED_STATUS, ("female",)),
+}
 
 
 class TOSGError(ValueError):
@@ -57,12 +116,25 @@ class TOSGError(ValueError):
 
 
 def resolve_column(columns: Sequence[str], name: str, file: str = "metadata") -> str:
-    """The metadata column `name` means: itself if it is a column, else its alias's, matched
-    case-insensitively; TOSGError naming the columns there are otherwise."""
+    """The metadata column `name` means, matched case-insensitively: for `cell_type`,
+    `disease`, `development_stage` and `sex` OmniCellTOSG's mapped column when there is one
+    (`MAPPED`); else `name` itself; else its alias's (`ALIASES`). `raw:NAME` is the column NAME
+    and nothing else. TOSGError naming the columns there are otherwise."""
     by_lower = {c.lower(): c for c in columns}
-    for candidate in (name, ALIASES.get(name.lower(), "")):
+    if name.lower().startswith(RAW_PREFIX):
+        raw = name[len(RAW_PREFIX):]
+        if raw.lower() in by_lower:
+            return by_lower[raw.lower()]
+        raise TOSGError(f"{file}: no column {raw!r} ({name!r} asks for that column itself); it "
+                        f"has {list(columns)}")
+    key = name.lower()
+    for candidate in (MAPPED.get(key, ""), name, ALIASES.get(key, "")):
         if candidate and candidate.lower() in by_lower:
-            return by_lower[candidate.lower()]
+            column = by_lower[candidate.lower()]
+            if column.lower() != key and key in by_lower:
+                log.info("%s: %r read as OmniCellTOSG's mapped column %r (the raw column is "
+                         "%r)", file, name, column, f"{RAW_PREFIX}{by_lower[key]}")
+            return column
     raise TOSGError(f"{file}: no column {name!r} (aliases: {ALIASES}); it has {list(columns)}")
 
 
@@ -80,7 +152,8 @@ class TOSGGraph:
       num_nodes: N.
       edges: edge file name -> `[2, E]` int64 (source row, target row); empty files kept as
         `[2, 0]`.
-      embeddings: embedding file name -> `[N, d]` float array (memory-mapped).
+      embeddings: embedding file name -> `[N, d]` float array (memory-mapped); a file of
+        zeros only is left out (it carries nothing).
       node_names: N names (from s_name.csv), or None.
       gene_index: gene name -> node indices (from bmg_gene_index.csv), or {}.
     """
@@ -167,13 +240,34 @@ class TOSGDataset:
         return resolve_column(self.metadata.columns, name, self.metadata_file)
 
     def labels(self, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Integer class codes of a label column, its class names (sorted), and which samples
-        have a known label (unknown ones get code -1)."""
-        values = self.metadata[self.column(name)]
-        known = ~is_unknown(values)
+        """Integer class codes of a label column, its class names, and which samples have a
+        known label (the others get code -1).
+
+        Classes are in case-insensitive order. On OmniCellTOSG's mapped columns (`CMT_name`,
+        `disease_BMG_name`, `sex_normalized`, unless asked for as `raw:NAME`) its loader's
+        rules apply (`OMNICELL_CLASSES`, module docstring): its uninformative classes are left
+        out, and its class-0 values form class 0, before the others.
+        """
+        column = self.column(name)
+        values = self.metadata[column]
         text = values.astype("string").str.strip()
-        classes = sorted(set(text[known].tolist()), key=str.lower)
-        code = {c: i for i, c in enumerate(classes)}
+        lower = text.str.lower()
+        known = ~is_unknown(values)
+        zero = np.zeros(len(values), bool)
+        rules = (None if name.lower().startswith(RAW_PREFIX)
+                 else OMNICELL_CLASSES.get(column.lower()))
+        if rules:
+            dropped, class_zero = rules
+            known &= ~lower.isin(dropped).fillna(False).to_numpy(bool)
+            zero = lower.isin(class_zero).fillna(False).to_numpy(bool) & known
+        def order(c):  # deterministic also where two names differ only in case
+            return c.lower(), c
+
+        zero_values = sorted(set(text[zero].tolist()), key=order)
+        others = sorted(set(text[known & ~zero].tolist()), key=order)
+        classes = ([" / ".join(zero_values)] if zero_values else []) + others
+        code = {c: i for i, c in enumerate(others, start=1 if zero_values else 0)}
+        code.update(dict.fromkeys(zero_values, 0))
         codes = np.array([code[t] if k else -1 for t, k in zip(text.tolist(), known)], np.int64)
         return codes, classes, known
 
@@ -231,6 +325,10 @@ class TOSGDataset:
         else:
             num_nodes = max([int(e.max()) + 1 for e in edges.values() if e.size]
                             + [shard_columns])
+        for name in [n for n, a in embeddings.items() if _all_zero(a)]:
+            # e.g. tosg build's stand-ins where no description or sequence is known
+            log.info("%s.npy: all zero (carries nothing); not used", self._path(name))
+            del embeddings[name]
         for name, e in edges.items():
             if e.size and (e.min() < 0 or e.max() >= num_nodes):
                 bad = int(np.flatnonzero((e < 0).any(0) | (e >= num_nodes).any(0))[0])
@@ -240,9 +338,9 @@ class TOSGDataset:
             log.warning("%s: the graph has no edges (%s empty or absent)", self.root,
                         ", ".join(f"{n}.npy" for n in edge_files))
         names = None
-        if "s_name" in texts:
+        if "s_name" in texts:  # OmniCellTOSG's column `Name` (train.py), else the last one
             frame = texts["s_name"]
-            names = frame.iloc[:, -1].astype(str).tolist()
+            names = frame[_named(frame.columns, "Name", -1)].astype(str).tolist()
         return TOSGGraph(num_nodes, edges, embeddings, names, self._read_gene_index(num_nodes))
 
     def _read_gene_index(self, num_nodes: int) -> dict[str, np.ndarray]:
@@ -256,12 +354,16 @@ class TOSGDataset:
         if frame.shape[1] < 2:
             raise TOSGError(f"{path}: {frame.shape[1]} column; expected a gene name and its "
                             f"';'-separated node indices")
+        # OmniCellTOSG's columns are gene_name, indices (data_loader.py load_bmg_gene_index);
+        # roots written by tosg build before had gene, columns: read by position.
+        genes = frame[_named(frame.columns, "gene_name", 0)]
+        cols = frame[_named(frame.columns, "indices", 1)]
         index = {}
-        for line, (gene, cols) in enumerate(zip(frame.iloc[:, 0], frame.iloc[:, 1]), start=2):
+        for line, (gene, text) in enumerate(zip(genes, cols), start=2):
             try:
-                ids = np.array([int(c) for c in str(cols).split(";") if c.strip()], np.int64)
+                ids = np.array([int(c) for c in str(text).split(";") if c.strip()], np.int64)
             except ValueError:
-                raise TOSGError(f"{path}:{line}: indices {cols!r}; expected integers separated "
+                raise TOSGError(f"{path}:{line}: indices {text!r}; expected integers separated "
                                 f"by ';'") from None
             if ids.size and (ids.min() < 0 or ids.max() >= num_nodes):
                 raise TOSGError(f"{path}:{line}: gene {gene!r} points at node {int(ids.max())}; "
@@ -341,6 +443,16 @@ class TOSGDataset:
                 "edges": {k: int(v.shape[1]) for k, v in g.edges.items()},
                 "embeddings": {k: int(v.shape[1]) for k, v in g.embeddings.items()},
                 "shards": len(self._shards), "genes_indexed": len(g.gene_index)}
+
+
+def _named(columns, name: str, position: int) -> str:
+    """The column called `name`, else the one at `position`."""
+    return name if name in columns else columns[position]
+
+
+def _all_zero(array: np.ndarray, rows: int = 4096) -> bool:
+    """Whether every value is 0, read in blocks of rows (stops at the first block that is not)."""
+    return all(not np.any(array[i:i + rows]) for i in range(0, len(array), rows))
 
 
 def _load_npy(path: str, mmap: bool) -> np.ndarray:
