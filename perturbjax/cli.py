@@ -31,7 +31,8 @@
         (a KG and LINCS files of your own: what each step of the files route kept and dropped,
         without training; see perturbjax/data/kg_lincs.py)
     perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
-        [--donor-column COL] [--network-format auto|ppi|signaling|edgelist]
+        [--donor-column COL] [--network-format auto|ppi|signaling|edgelist] [--layer X|raw|NAME]
+        [--allow-negative]
     perturbjax tosg summary --root ROOT [--label-column COL]
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
