@@ -2,13 +2,27 @@
 
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from perturbjax.graph import kernels
 from perturbjax.graph.aggregate import segment_softmax
+
+
+@pytest.fixture(autouse=True)
+def compiled(monkeypatch):
+    """These tests are about the kernels: on, even where `PERTURBJAX_KERNELS=0` switches them
+    off for the rest of the suite (tests that switch them off do it themselves)."""
+    monkeypatch.delenv("PERTURBJAX_KERNELS", raising=False)
+    kernels.available.cache_clear()
+    yield
+    kernels.available.cache_clear()
 
 
 def test_take_rows_kernel_equals_indexing_under_jit():
@@ -140,3 +154,41 @@ def test_sorted_segment_softmax_kernel_matches_xla_values_and_gradients():
     one = segment_softmax(jnp.zeros(6), jnp.array([0, 0, 1, 1, 1, 3]), 4,
                           indices_are_sorted=True)
     np.testing.assert_allclose(np.asarray(one), [0.5, 0.5, 1 / 3, 1 / 3, 1 / 3, 1.0], rtol=1e-6)
+
+
+# Inside shard_map, the gradient of a replicated edge weight (attention, not pcast to varying)
+# is the sum over the devices, as with XLA ops: the FFI calls' results are marked invariant, so
+# the backward kernel's weight gradient must be marked varying before it is summed.
+SHARD_MAP_SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
+    sys.path.insert(0, sys.argv[1])
+    from graphs import random_hetero_graph
+    from perturbjax.graph import kernels
+    from perturbjax.graph.propagate import edge_softmax, propagate
+    from perturbjax.graph.topology import Topology
+
+    assert jax.device_count() == 2 and kernels.enabled()
+    topo = Topology.build(random_hetero_graph(1)).to_device()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, topo.num_nodes, 2, 3)), jnp.float32)
+    logits = jnp.asarray(rng.normal(size=(topo.num_edges, 2)), jnp.float32)
+
+    def loss(logits, x):
+        return jnp.sum(jnp.sin(propagate(topo, x, edge_softmax(topo, logits))))
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    step = jax.jit(jax.shard_map(lambda lg, x: jax.grad(loss)(lg, x[0]), mesh=mesh,
+                                 in_specs=(P(), P("data")), out_specs=P()))
+    want = jax.grad(loss)(logits, x[0]) + jax.grad(loss)(logits, x[1])
+    np.testing.assert_allclose(step(logits, x), want, rtol=1e-5, atol=1e-5)
+""")
+
+
+def test_gradient_of_a_replicated_weight_inside_shard_map_is_summed_over_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env.pop("PERTURBJAX_KERNELS", None)
+    done = subprocess.run([sys.executable, "-c", SHARD_MAP_SCRIPT, os.path.dirname(__file__)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]

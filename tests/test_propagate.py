@@ -126,6 +126,8 @@ def cpu_ops(request, monkeypatch):
     """The sparse backend with its compiled CPU kernels, or with them switched off (XLA ops)."""
     if request.param == "xla":
         monkeypatch.setenv("PERTURBJAX_KERNELS", "0")
+    else:  # whatever the environment says
+        monkeypatch.delenv("PERTURBJAX_KERNELS", raising=False)
     kernels.available.cache_clear()
     yield request.param
     kernels.available.cache_clear()

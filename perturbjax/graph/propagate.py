@@ -13,13 +13,14 @@ the model:
 
   * sparse products (a topology with a sparse index: full graphs, shared-topology batches, and
     sampled batches whose index the batch builder made on the host): `A(w) @ X` for every
-    weight column, with a custom VJP whose backward is the transposed product `A(w)^T @ G` plus
-    the per-edge dots `<G[receiver], X[source]>` for the weights. On CPU one compiled kernel
-    does all columns in one pass, and its backward does both in one pass
+    weight column, with a custom derivative whose reverse mode is the transposed product
+    `A(w)^T @ G` plus the per-edge dots `<G[receiver], X[source]>` for the weights. On CPU one
+    compiled kernel does all columns in one pass, and its backward does both in one pass
     (`perturbjax.graph.kernels.csr_products`); elsewhere `jax.experimental.sparse` multiplies
     column by column. Neither direction materialises an `[E, F]` message array, and the dots
     are skipped when the weights are constants. BCSR's own autodiff is not used: it was much
-    slower.
+    slower. The derivative is a custom JVP with a linear tangent, so forward mode (jacfwd),
+    higher derivatives and vmap (which folds the batch into the products' columns) work too.
   * segment ops (a topology without one, e.g. a padded graph turned into a topology inside the
     step): gather the messages, weight them, and `segment_sum` them onto receivers.
 
@@ -34,10 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
+from jax.interpreters import ad
 
 from perturbjax.graph.aggregate import segment_softmax, segment_sum
-from perturbjax.graph.kernels import (csr_products, csr_products_bwd, match_variance, take_rows,
-                                     variance)
+from perturbjax.graph.kernels import (batch_first, bind_sequential, csr_products, csr_products_bwd,
+                                      fold, is_zero, linear_primitive, match_variance, take_rows,
+                                      unfold, variance, variance_of_aval)
 from perturbjax.graph.kernels import enabled as kernels_enabled
 from perturbjax.graph.topology import CSR, Topology
 
@@ -53,55 +56,152 @@ def _csr_product(data: jax.Array, csr: CSR, x: jax.Array) -> jax.Array:
     return matrix @ x
 
 
-def _products(w, csr, x):
+def _products(w, csr, x, kernels: bool):
     """`[n, K, F]`: the CSR product of every weight column k, data `w[csr.order, k]`: one pass
     over the entries for all columns (`csr_products`), else one BCSR product per column."""
-    if kernels_enabled():
+    if kernels:
         return csr_products(w, x, csr.indptr, csr.indices, csr.order, csr.indptr.shape[0] - 1)
-    data = take_rows(w, csr.order)
+    data = w[csr.order]
     return jnp.stack([_csr_product(data[:, k], csr, x[:, k]) for k in range(x.shape[1])],
                      axis=1)
 
 
-@jax.custom_vjp
+# ---- sparse products: A(w) @ x -------------------------------------------------------------
+# A custom JVP whose tangent, A(dw) @ x + A(w) @ dx, is a linear primitive (`_spmm_tangent`,
+# see `perturbjax.graph.kernels.linear_primitive`): forward mode evaluates it with the
+# products; reverse mode transposes it into the backward product A(w)^T @ g and the per-edge
+# dots <g[receiver], x[source]> (one fused kernel pass on CPU), what a custom VJP would run; a
+# vmap folds the batch into the products' columns.
+@jax.custom_jvp
 def _spmm(w, x, fwd, bwd, rows, cols):
     """`A_k @ x[:, k]` for every column k of `w` `[E, K]` (x `[S, K, F]`), for the matrices with
     `A_k[rows[e], cols[e]] = w[e, k]`; `fwd` / `bwd` are the CSR pattern and its transpose's
     (entries in CSR order, `order` mapping back to edges)."""
-    return match_variance(_products(w, fwd, x), variance(w) | variance(x))
+    return match_variance(_products(w, fwd, x, kernels_enabled()), variance(w) | variance(x))
 
 
-def _spmm_fwd(w, x, fwd, bwd, rows, cols):
-    # Symbolic zeros: each argument comes as (value, perturbed). Weights that nothing
-    # differentiates (degree norms) need no per-edge dots: rows and cols are kept only for them.
-    need_dw = w.perturbed
-    w, x, fwd, bwd, rows, cols = jax.tree.map(
-        lambda a: a.value, (w, x, fwd, bwd, rows, cols),
-        is_leaf=lambda a: isinstance(a, jax.custom_derivatives.CustomVJPPrimal))
-    res = (w, x, bwd, rows if need_dw else None, cols if need_dw else None)
-    return _spmm(w, x, fwd, bwd, rows, cols), res
+def _spmm_jvp(primals, tangents):
+    w, x, fwd, bwd, rows, cols = primals
+    dw, dx = tangents[:2]
+    out = _spmm(w, x, fwd, bwd, rows, cols)
+    # Symbolic zeros: weights that nothing differentiates (degree norms) need no per-edge dots
+    # in reverse mode, and values that are constants (input features) no backward product.
+    lin = [jnp.asarray(t, jnp.float32) for t in (dw, dx) if not is_zero(t)]
+    if not lin:
+        return out, jnp.zeros_like(out)
+    return out, _spmm_tangent.bind(w, x, *fwd, *bwd, rows, cols, *lin, has_dw=not is_zero(dw),
+                                   has_dx=not is_zero(dx), kernels=kernels_enabled())
 
 
-def _spmm_bwd(res, g):
-    w, x, bwd, rows, cols = res
-    if isinstance(g, jax.custom_derivatives.SymbolicZero):
-        return None, None, None, None, None, None
-    if rows is not None and kernels_enabled():  # dx and the weights' gradient in one pass
-        dx, dw = csr_products_bwd(w, g, x, bwd.indptr, bwd.indices, bwd.order)
-        return dw, dx, None, None, None, None
-    dx = match_variance(_products(w, bwd, g), variance(x))
-    dw = None if rows is None else match_variance(jnp.sum(g[rows] * x[cols], axis=-1),
-                                                  variance(w))
-    return dw, dx, None, None, None, None
+_spmm.defjvp(_spmm_jvp, symbolic_zeros=True)
+# _spmm_tangent's operands before its tangents: w, x, fwd and bwd (3 each), rows, cols.
+_NON_LINEAR = 10
 
 
-_spmm.defvjp(_spmm_fwd, _spmm_bwd, symbolic_zeros=True)
+def _spmm_parts(operands, has_dw, has_dx):
+    w, x, fi, fx, fo, bi, bx, bo, rows, cols, *lin = operands
+    dw = lin.pop(0) if has_dw else None
+    dx = lin.pop(0) if has_dx else None
+    return w, x, CSR(fi, fx, fo), CSR(bi, bx, bo), rows, cols, dw, dx
 
 
-@jax.custom_vjp
+def _spmm_tangent_impl(*operands, has_dw, has_dx, kernels):
+    """`A(dw) @ x + A(w) @ dx` (the terms whose tangent is present)."""
+    w, x, fwd, _, _, _, dw, dx = _spmm_parts(operands, has_dw, has_dx)
+    terms = ([_products(dw, fwd, x, kernels)] if has_dw else []) + \
+            ([_products(w, fwd, dx, kernels)] if has_dx else [])
+    like = frozenset().union(*(variance(a) for a in (w, x, dw, dx) if a is not None))
+    return match_variance(sum(terms[1:], terms[0]), like)
+
+
+def _spmm_tangent_shape(w, x, fwd_indptr, *_, has_dw, has_dx, kernels):
+    return (fwd_indptr.shape[0] - 1,) + x.shape[1:]
+
+
+def _spmm_tangent_transpose(ct, *operands, has_dw, has_dx, kernels):
+    w, x, _, bwd, rows, cols, dw, dx = _spmm_parts(operands, has_dw, has_dx)
+    need_dw = has_dw and ad.is_undefined_primal(dw)
+    need_dx = has_dx and ad.is_undefined_primal(dx)
+    ct_dw = ct_dx = None
+    if not is_zero(ct) and need_dw and kernels:  # dx and the weights' gradient in one pass
+        ct_dx, ct_dw = csr_products_bwd(w, ct, x, bwd.indptr, bwd.indices, bwd.order)
+    elif not is_zero(ct):
+        if need_dx:
+            ct_dx = _products(w, bwd, ct, kernels)
+        if need_dw:
+            ct_dw = jnp.sum(ct[rows] * x[cols], axis=-1)
+    out = [None] * _NON_LINEAR
+    if has_dw:
+        out.append(None if ct_dw is None or not need_dw
+                   else match_variance(ct_dw, variance_of_aval(dw.aval)))
+    if has_dx:
+        out.append(None if ct_dx is None or not need_dx
+                   else match_variance(ct_dx, variance_of_aval(dx.aval)))
+    return out
+
+
+def _spmm_tangent_jvp(primals, tangents, *, has_dw, has_dx, kernels):
+    # The tangent A(a) @ x + A(w) @ b is bilinear in (w, x) and (a, b): its own tangent is
+    # A(da) @ x + A(w) @ db  +  A(dw) @ b + A(a) @ dx, two more of the same primitive.
+    w, x, fwd, bwd, rows, cols, a, b = _spmm_parts(primals, has_dw, has_dx)
+    tw, tx, _, _, _, _, ta, tb = _spmm_parts(tangents, has_dw, has_dx)
+    pattern = (*fwd, *bwd, rows, cols)
+    out = _spmm_tangent.bind(*primals, has_dw=has_dw, has_dx=has_dx, kernels=kernels)
+    terms = []
+    # A(da) @ x + A(w) @ db: the primitive itself, on the tangents of its tangent operands.
+    use = [has_dw and not is_zero(ta), has_dx and not is_zero(tb)]
+    if any(use):
+        terms.append(_spmm_tangent.bind(
+            w, x, *pattern, *[ad.instantiate_zeros(t) for t, u in zip((ta, tb), use) if u],
+            has_dw=use[0], has_dx=use[1], kernels=kernels))
+    # A(dw) @ b + A(a) @ dx: the primitive with (a, b) in the places of (w, x).
+    use = [has_dx and not is_zero(tw), has_dw and not is_zero(tx)]
+    if any(use):
+        terms.append(_spmm_tangent.bind(
+            a if has_dw else w, b if has_dx else x, *pattern,
+            *[ad.instantiate_zeros(t) for t, u in zip((tw, tx), use) if u],
+            has_dw=use[0], has_dx=use[1], kernels=kernels))
+    return out, (sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out))
+
+
+def _spmm_tangent_batch(args, dims, *, has_dw, has_dx, kernels):
+    w, x, *_, dw, dx = _spmm_parts(args, has_dw, has_dx)
+    dw_dim = dims[_NON_LINEAR] if has_dw else None
+    dx_dim = dims[-1] if has_dx else None
+    if any(d is not None for d in dims[2:_NON_LINEAR]):
+        return bind_sequential(_spmm_tangent, args, dims, has_dw=has_dw, has_dx=has_dx,
+                               kernels=kernels)
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+
+    weights_batched = dims[0] is not None or dw_dim is not None
+    if weights_batched and not kernels:  # the XLA products take one column per product
+        return bind_sequential(_spmm_tangent, args, dims, has_dw=has_dw, has_dx=has_dx,
+                               kernels=kernels)
+    # The batch in the value columns F when the weights are shared, else in the columns K.
+    axis = 1 if weights_batched else 2
+    new = list(args)
+    new[1] = fold(batch_first(x, dims[1], size), axis)
+    if has_dx:
+        new[-1] = fold(batch_first(dx, dx_dim, size), axis)
+    if weights_batched:
+        new[0] = fold(batch_first(w, dims[0], size), 1)
+        if has_dw:
+            new[_NON_LINEAR] = fold(batch_first(dw, dw_dim, size), 1)
+    out = _spmm_tangent.bind(*new, has_dw=has_dw, has_dx=has_dx, kernels=kernels)
+    return unfold(out, axis, size), axis
+
+
+_spmm_tangent = linear_primitive(
+    "perturbjax_spmm_tangent", _spmm_tangent_impl, _spmm_tangent_shape,
+    jvp=_spmm_tangent_jvp, transpose=_spmm_tangent_transpose, batch=_spmm_tangent_batch)
+
+
+# ---- row gather with a sparse-product transpose --------------------------------------------
+@jax.custom_jvp
 def _gather_rows(x, index, gather_t):
-    """`x[index]`, whose gradient is a CSR product (`gather_t`: the transposed selection), not
-    a scatter-add: XLA's CPU scatter is slow (and its gather waits on every cache miss)."""
+    """`x[index]`, whose reverse-mode derivative is a CSR product (`gather_t`: the transposed
+    selection), not a scatter-add: XLA's CPU scatter is slow (and its gather waits on every
+    cache miss)."""
     return _take(x, index)
 
 
@@ -110,19 +210,48 @@ def _take(x, index):
     return flat.reshape(index.shape + x.shape[1:])
 
 
-def _gather_rows_fwd(x, index, gather_t):
-    return _take(x, index), (x, index, gather_t)  # x is kept for its type only (the caller holds it)
+def _gather_rows_jvp(primals, tangents):
+    x, index, gather_t = primals
+    dx = tangents[0]
+    flat = dx.reshape(dx.shape[0], -1).astype(jnp.float32)
+    t = _gather_tangent.bind(index, *gather_t, flat, kernels=kernels_enabled())
+    return _gather_rows(x, index, gather_t), t.reshape(index.shape + x.shape[1:]).astype(dx.dtype)
 
 
-def _gather_rows_bwd(res, g):
-    x, index, gather_t = res
-    flat = g.reshape(g.shape[0], 1, -1).astype(jnp.float32)
+_gather_rows.defjvp(_gather_rows_jvp)
+
+
+def _gather_tangent_impl(index, indptr, indices, order, dx, *, kernels):
+    return take_rows(dx, index) if kernels else dx[index]
+
+
+def _gather_tangent_transpose(ct, index, indptr, indices, order, dx, *, kernels):
+    if is_zero(ct):
+        return None, None, None, None, None
     ones = jnp.ones(index.shape + (1,), jnp.float32)
-    dx = _products(ones, gather_t, flat).reshape(x.shape).astype(x.dtype)
-    return match_variance(dx, variance(x)), None, None
+    out = _products(ones, CSR(indptr, indices, order), ct[:, None, :], kernels)[:, 0]
+    return None, None, None, None, match_variance(out, variance_of_aval(dx.aval))
 
 
-_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+def _gather_tangent_jvp(primals, tangents, *, kernels):
+    out = _gather_tangent.bind(*primals, kernels=kernels)
+    t = tangents[-1]
+    return out, (jnp.zeros_like(out) if is_zero(t)
+                 else _gather_tangent.bind(*primals[:-1], t, kernels=kernels))
+
+
+def _gather_tangent_batch(args, dims, *, kernels):
+    if any(d is not None for d in dims[:-1]):
+        return bind_sequential(_gather_tangent, args, dims, kernels=kernels)
+    dx = jnp.moveaxis(args[-1], dims[-1], 0)  # the batch in the columns: [n, B * W]
+    out = _gather_tangent.bind(*args[:-1], fold(dx, 1), kernels=kernels)
+    return unfold(out, 1, dx.shape[0]), 1
+
+
+_gather_tangent = linear_primitive(
+    "perturbjax_gather_tangent", _gather_tangent_impl,
+    lambda index, indptr, indices, order, dx, kernels: (index.shape[0], dx.shape[1]),
+    jvp=_gather_tangent_jvp, transpose=_gather_tangent_transpose, batch=_gather_tangent_batch)
 
 
 def project_sources(topology: Topology, values: jax.Array, *kernels: jax.Array
