@@ -481,11 +481,9 @@ def _messages():
         logger.propagate = saved[1]
 
 
-def main(argv: list[str] | None = None) -> None:
-    try:
-        tune_host_allocator()  # before JAX starts its threads
-    except ValueError as e:
-        _fail(str(e))
+def build_parser() -> argparse.ArgumentParser:
+    """The `perturbjax` command line: every command, option and help text (the CLI reference in
+    the docs is generated from it)."""
     parser = argparse.ArgumentParser(prog="perturbjax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
@@ -716,6 +714,15 @@ def main(argv: list[str] | None = None) -> None:
     tosg.add_argument("--out", help="build: the new dataset root")
     tosg.add_argument("--root", help="summary: a dataset root")
     tosg.add_argument("--label-column", help="summary: count this column's classes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        tune_host_allocator()  # before JAX starts its threads
+    except ValueError as e:
+        _fail(str(e))
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PERTURBJAX_DEBUG", "") not in ("", "0")
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
