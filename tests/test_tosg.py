@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 
 from perturbjax.cli import main
+from perturbjax.data import registry
 from perturbjax.data.splits import (Split, assert_groups_disjoint, donor_split,
                                     stratified_split)
 from perturbjax.data.tosg import TOSGDataset, TOSGError
 from perturbjax.data.tosg_build import build_from_anndata, name_embedding, read_network
 from tosg_data import tree_digest, write_dataset, write_published_dataset
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+# The data directory the commands read ($PERTURBJAX_DATA_DIR; CI points it at ../shared/data).
+SHARED = str(registry.data_dir())
 PBMC = os.path.join(SHARED, "singlecell", "pbmc68k_reduced.h5ad")
 PPI = os.path.join(SHARED, "ppi", "protein-interactions.txt.gz")
 SIGNALING = os.path.join(SHARED, "signaling", "pkn_edges.tsv")
