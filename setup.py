@@ -1,9 +1,15 @@
 """perturbjax: knowledge-graph GNNs for drug-induced gene-expression perturbations, in JAX."""
+import re
+
 from setuptools import find_packages, setup
+
+# One source of truth: perturbjax/__init__.py (read, not imported: that needs the dependencies).
+with open("perturbjax/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="perturbjax",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Heterogeneous graph neural networks over biomedical knowledge graphs for predicting "
         "drug-induced differential expression (LINCS L1000), in JAX/Flax."
@@ -29,10 +35,12 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.7",
         "anndata>=0.10",
+        "scipy>=1.11",
     ],
     extras_require={
-        "dev": ["pytest>=8", "scipy>=1.11", "nbformat>=5.9"],
+        "dev": ["pytest>=8", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6", "ruff>=0.6"],
         "bench": ["torch==2.13.0", "torch_geometric>=2.6"],
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=1.0"],
     },
     entry_points={"console_scripts": ["perturbjax=perturbjax.cli:main"]},
 )

@@ -2,7 +2,7 @@
 
     python benchmarks/cells.py                       # 20k nodes, 500k edges, B = 32 (minutes)
     python benchmarks/cells.py --omnicell            # also OmniCellTOSG's size at B = 8
-    python benchmarks/cells.py --omnicell --write README.md:tosg_batching
+    python benchmarks/cells.py --omnicell --write docs/results/tosg.md:tosg_batching
 
 Each case runs in its own process (so its peak memory is its own) and times a training step
 (forward, backward, Adam) of the same 2-layer GCN classifier (`perturbjax.models.cells`) on the

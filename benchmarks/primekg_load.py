@@ -22,7 +22,8 @@ import time
 
 import pyarrow
 
-from perturbjax.data.primekg import load_primekg, synthetic_primekg
+from perturbjax.data.primekg import load_primekg
+from perturbjax.data.primekg_synthetic import synthetic_primekg
 from perturbjax.train.logging import peak_rss_gib
 
 N_NODES, N_EDGES = 129_375, 8_100_498

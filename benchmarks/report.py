@@ -1,7 +1,7 @@
-"""Markdown from a benchmarks/run.py JSON file: the ratio table, and the README performance section.
+"""Markdown from a benchmarks/run.py JSON file: the ratio table, and the docs performance section.
 
     python benchmarks/report.py benchmarks/results.json                          # print the section
-    python benchmarks/report.py benchmarks/results.json --write README.md:performance
+    python benchmarks/report.py benchmarks/results.json --write docs/results/performance.md:performance
 
 `--write FILE:SECTION` replaces what lies between `<!-- results:SECTION -->` and
 `<!-- /results:SECTION -->` in FILE (perturbjax.eval.compare.write_section; both markers must
@@ -84,7 +84,7 @@ def _load(results: dict) -> str:
 
 
 def section(results: dict) -> str:
-    """The README performance section: command, machine, versions, threads, table, notes."""
+    """The docs performance section: command, machine, versions, threads, table, notes."""
     m, v, t, bw = results["machine"], results["versions"], results["threads"], results["bandwidth"]
     versions = ", ".join(f"{k} {val}" for k, val in v.items() if val)
     absent = [k for k, val in v.items() if not val]
@@ -153,7 +153,7 @@ def main() -> None:
 
         path, _, name = args.write.rpartition(":")
         if not path:
-            parser.error("--write takes FILE:SECTION, e.g. README.md:performance")
+            parser.error("--write takes FILE:SECTION, e.g. docs/results/performance.md:performance")
         try:
             write_section(path, name, text)
         except (OSError, ValueError) as e:  # no such file, or no markers in it

@@ -3,7 +3,7 @@
     python benchmarks/run.py --quick                          # small cases, minutes on 2 cores
     python benchmarks/run.py --json benchmarks/results.json   # real graph + Hetionet..PrimeKG sizes
     python benchmarks/run.py --sampled --json out.json        # also the sampled-subgraph mode
-    python benchmarks/report.py out.json --write README.md:performance
+    python benchmarks/report.py out.json --write docs/results/performance.md:performance
 
 What is timed. One training step of a 2-layer model (width --hidden 64, exact GELU between the
 layers, none after) on input states x float32 [N, 64] and a target [N, 64], both fixed random
@@ -539,7 +539,7 @@ class JaxRunner:
                                "step argument")
 
     def _sample_batches(self, graph, spec: dict) -> None:
-        from perturbjax.graph.padding import GraphSchema
+        from perturbjax.graph.schema import GraphSchema
         from perturbjax.graph.sampling import NeighbourSampler
         from perturbjax.graph.topology import Topology
 

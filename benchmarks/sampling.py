@@ -1,7 +1,7 @@
 """Benchmark: the neighbour sampler at PrimeKG scale, and what a sampled training run measured.
 
     python benchmarks/sampling.py                                   # sampler only
-    python benchmarks/sampling.py --run runs/primekg_scale/hetero_gat --write README.md:primekg_scale
+    python benchmarks/sampling.py --run runs/primekg_scale/hetero_gat --write docs/results/primekg_scale.md:primekg_scale
 
 Builds the task of `--config` (default experiments/primekg_scale.py: the PrimeKG-size synthetic
 graph, 129,375 nodes and 8.1M edges, written on first use) and times `--batches` training

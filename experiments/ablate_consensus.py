@@ -15,9 +15,10 @@ Every run is `experiments/hetionet_lincs_consensus.py` (cold-drug folds, leakage
 Runs of one fold pair across ablations (same split, same seed).
 
 The model is `kg_ridge` (the closed-form graph model that wins on this task; a run takes about
-25 s); `model=hetero_gat` (or rgcn, hgt) ablates a message-passing model instead (about 100 s
-a run). Variants: model=NAME, groups (the group-level ablations only: drop, keep and shuffle per
-group, 17 ablations instead of about 40), test (the test suite's small slice, two folds).
+25 s); `model=NAME`, any layer of perturbjax/models/registry.py's LAYERS (e.g. hetero_gat),
+ablates a message-passing model instead (about 100 s a run). Variants: model=NAME, groups (the
+group-level ablations only: drop, keep and shuffle per group, 17 ablations instead of about 40),
+test (the test suite's small slice, two folds).
 """
 
 import os

@@ -9,13 +9,13 @@ training drug hit, and only the graph says how a target's perturbation spreads. 
 
     experiments/demo.py:ablate      drop the mechanism's edge types (gene interactions and
                                     pathway membership); the gain over the baselines disappears
-    experiments/demo.py:model=rgcn  the same with R-GCN (or model=hgt)
+    experiments/demo.py:model=rgcn  the same with R-GCN (any layer of models/registry.py's LAYERS)
     experiments/demo.py:seed=3      another seed (split, initialisation and data order)
 """
 
 from perturbjax.config import parse_arg
 from perturbjax.data.demo import MECHANISM_RELATIONS
-from perturbjax.tasks.perturbation import base_config
+from perturbjax.tasks.perturbation_config import base_config
 
 
 def get_config(arg=None):

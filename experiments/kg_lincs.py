@@ -37,7 +37,7 @@ a cold-cell split, as the file holds 3 drugs; tiny models: the test suite's run)
 
 from perturbjax.config import parse_arg
 from perturbjax.data.kg_lincs import files_config
-from perturbjax.tasks.perturbation import base_config, shrink_for_tests
+from perturbjax.tasks.perturbation_config import base_config, shrink_for_tests
 
 NUM_FOLDS = 5
 SPLITS = ("cold_drug", "scaffold", "cold_cell")

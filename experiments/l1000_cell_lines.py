@@ -19,14 +19,13 @@ cross-validation, so every test signature is from a cell line never seen in trai
 conditional model must read the cell line's response from its basal expression. With three
 drugs this is a small, hard test of the cell-line conditioning, not of drug generalisation.
 
-Variants: fold=K, seed=S, model=NAME (hetero_gat, rgcn, hgt, relational_sgc or a baseline;
+Variants: fold=K, seed=S, model=NAME (any name of models/registry.py's MODELS;
 relational_sgc is kernel ridge over the training conditions in a learned drug x cell-line x
-dose/time kernel, 5 folds in about 8 minutes: README, "The relational SGC on held-out cell
-lines"), test.
+dose/time kernel, 5 folds in about 8 minutes: docs/results/cell_lines.md), test.
 """
 
 from perturbjax.config import parse_arg
-from perturbjax.tasks.perturbation import base_config, shrink_for_tests
+from perturbjax.tasks.perturbation_config import base_config, shrink_for_tests
 
 NUM_FOLDS = 5
 
@@ -47,7 +46,7 @@ def get_config(arg=None):
     c.model.hidden = 32
     c.model.heads = 2
     c.model.dropout = 0.1
-    c.model.propagation_steps = 0  # propagation: 3.5 s/step on Hetionet, 2 CPUs (README)
+    c.model.propagation_steps = 0  # propagation: 3.5 s/step on Hetionet, 2 CPUs (docs/decisions.md)
     c.model.readout_embedding = True
     c.model.embedded_node_types = ["gene"]
 

@@ -17,7 +17,7 @@ memory), test (a PrimeKG-format graph of 3,000 nodes and 60,000 rows; seconds).
 """
 
 from perturbjax.config import parse_arg
-from perturbjax.tasks.perturbation import base_config, shrink_for_tests
+from perturbjax.tasks.perturbation_config import base_config, shrink_for_tests
 
 
 def get_config(arg=None):

@@ -10,7 +10,7 @@ r"""Cell-type classification on a cell text-omic signalling graph dataset (OmniC
       perturbjax launch --config experiments/tosg_celltype.py:model=$m --sweep \
         --root runs/tosg_celltype/$m --target local --config.data.root=data/pbmc68k_tosg
     done
-    perturbjax compare runs/tosg_celltype/{gcn,gat,gin,transformer} --write README.md:tosg_celltype
+    perturbjax compare runs/tosg_celltype/{gcn,gat,gin,transformer} --write docs/results/tosg.md:tosg_celltype
 
 Any dataset in the layout works unchanged: `--config.data.root=ROOT
 --config.data.label_column=COL` (a metadata column or an alias: cell_type, disease, sex, age,

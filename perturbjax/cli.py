@@ -1,39 +1,7 @@
-"""The `perturbjax` command.
-
-    perturbjax train --config experiments/demo.py[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
-        [--group G] [--job-type J]   (W&B group and job type; default: file name and variant)
-        [--coordinator-address HOST:PORT --num-processes N --process-id I | --distributed]
-        (rerun on a DIR with checkpoints to resume it; SIGTERM or a first Ctrl-C saves one and exits with status 0;
-        the last options join N processes into one multi-host run: README, Multi-host)
-    perturbjax launch --config experiments/FILE.py[:VARIANT] [--sweep] --root DIR
-        --target local [--parallel N] [--dry-run] [--config.KEY=VALUE ...]
-    perturbjax launch ... --target tpu-vm --tpu NAME --zone ZONE [--project P]
-        [--repo-url URL] [--ref REF] [--repo-dir ~/perturbjax] [--python python3]
-        [--setup "..."] [--data gs://BUCKET/PATH] [--data-dir DIR] [--execute]
-        (one `train` run, or one per get_sweep() entry with --sweep, each in ROOT/NAME with NAME
-        from its sweep overrides, all in one W&B group; tpu-vm: the workers check out the
-        project, install it, stage --data and run; ROOT may be gs://...; see
-        perturbjax/launch.py and docs/tpu_vm.md)
-    perturbjax compare [ROOT ...] [--wandb ENTITY/PROJECT/GROUP] [--part test|validation]
-        [--metrics a,b,...] [--paired ROW] [--out DIR] [--write FILE:SECTION]
-        (groups the runs under the roots, prints a table with 95% intervals and paired tests,
-        writes comparison.csv, comparison.md and comparison_forest.png; see eval/compare.py)
-    perturbjax explain --workdir W --drug D [--cell C] [--genes N] [--paths K] [--out DIR]
-        (why a trained run predicts what it does for one condition: attributions per edge and
-        relation, KG paths, or the training drugs a kernel model leans on; see explain/report.py)
-    perturbjax predict --workdir W (--smiles S [--name N] [--targets ID,...] | --smiles-file F)
-        [--cell C] [--dose D] [--time T] --out FILE
-    perturbjax repurpose --workdir W --signature FILE [--library F] [--top-k K] [--out DIR]
-        (new drugs as compound nodes; drugs ranked by how they reverse a query; see predict.py)
-    perturbjax data list | verify [NAME ...] | fetch (NAME ... | --all) [--force]
-        | summary --format F --path P
-    perturbjax data check --config experiments/kg_lincs.py[:VARIANT] [--config.KEY=VALUE ...]
-        (a KG and LINCS files of your own: what each step of the files route kept and dropped,
-        without training; see perturbjax/data/kg_lincs.py)
-    perturbjax tosg build --h5ad FILE --network FILE --out ROOT [--label-columns COL[=NAME] ...]
-        [--donor-column COL] [--network-format auto|ppi|signaling|edgelist] [--layer X|raw|NAME]
-        [--allow-negative]
-    perturbjax tosg summary --root ROOT [--label-column COL]
+"""The `perturbjax` command: train, launch, compare, explain, predict, repurpose, inspect run
+directories, and manage data files and cell-graph datasets. `perturbjax COMMAND --help`
+describes each command; the documentation's command-line page (docs/cli.md, generated from this
+parser) lists them all, and its guides show them at work.
 
 `--config.KEY=VALUE` overrides any config field (dotted keys reach nested fields); an unknown
 key or a value of the wrong type is an error before any work starts.
@@ -53,12 +21,19 @@ import logging
 import os
 import re
 import sys
+import warnings
 from typing import NoReturn
 
+from perturbjax import __version__
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.eval.compare import (DEFAULT_METRICS, compare, group_runs, load_runs,
-                                     load_wandb_runs, markdown, provenance, write_outputs,
-                                     write_section)
+from perturbjax.eval.compare import (
+    DEFAULT_METRICS,
+    compare_roots,
+    markdown,
+    provenance,
+    write_outputs,
+    write_section,
+)
 from perturbjax.runtime import tune_host_allocator
 
 
@@ -110,8 +85,8 @@ def _join_processes(args) -> None:
 
 def _train(args, rest) -> None:
     # Imported here to keep `--help` fast.
+    from perturbjax.runs import train
     from perturbjax.train.checkpoint import Preempted, WorkdirConflict
-    from perturbjax.train.loop import train_and_evaluate
     from perturbjax.train.parallel import ProcessSetupError
 
     try:
@@ -129,9 +104,9 @@ def _train(args, rest) -> None:
     path, _, variant = args.config.partition(".py:")
     experiment = os.path.splitext(os.path.basename(path))[0]
     try:
-        summary = train_and_evaluate(config, args.workdir, experiment=experiment,
-                                     variant=variant, progress=not args.no_progress,
-                                     group=args.group, job_type=args.job_type)
+        summary = train(config, args.workdir, experiment=experiment, variant=variant,
+                        progress=not args.no_progress, group=args.group,
+                        job_type=args.job_type).summary
     except (WorkdirConflict, ProcessSetupError, FloatingPointError) as e:
         raise SystemExit(f"perturbjax: {e}")
     except Preempted as e:
@@ -171,17 +146,8 @@ def _compare(args, rest) -> None:
         raise SystemExit("perturbjax compare: give a ROOT of run directories or --wandb "
                          "ENTITY/PROJECT/GROUP")
     try:
-        runs = load_runs(args.runs) if args.runs else []
-        for spec in args.wandb:
-            runs += load_wandb_runs(spec)
-        groups, reference = group_runs(runs)
-        metrics = [m for m in args.metrics.split(",") if m] or None
-        paired = args.paired
-        if paired in groups:  # a group's label stands for its model's row
-            paired = f"{paired}: {groups[paired][0]['model']}"
-        elif paired is None and reference is not None:
-            paired = f"{reference}: {groups[reference][0]['model']}"
-        comparison = compare(groups, metrics=metrics, part=args.part, reference=paired)
+        comparison, groups = compare_roots(args.runs, wandb=args.wandb, part=args.part,
+                                           metrics=args.metrics.split(","), paired=args.paired)
         table = markdown(comparison)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"perturbjax compare: {e}")
@@ -215,77 +181,97 @@ def _explain(args, rest) -> None:
         raise SystemExit(f"perturbjax explain: unrecognised arguments {rest}")
     from tqdm import tqdm
 
-    from perturbjax.explain.report import explain, write_report
-    from perturbjax.train.restore import load_run
+    from perturbjax.runs import load_run
 
     for flag in ("genes", "paths", "steps"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"perturbjax explain: --{flag} must be at least 1")
-    run = load_run(args.workdir)
-    explanation = explain(run, args.drug, cell=args.cell, genes=args.genes, paths=args.paths,
-                          steps=args.steps,
-                          progress=lambda xs: tqdm(xs, desc="integrated gradients",
-                                                   disable=args.no_progress))
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.drug)
     out = args.out or os.path.join(args.workdir, "explain", slug)
-    for path in write_report(explanation, out):
+    explanation = load_run(args.workdir).explain(
+        args.drug, cell=args.cell, genes=args.genes, paths=args.paths, steps=args.steps, out=out,
+        progress=lambda xs: tqdm(xs, desc="integrated gradients", disable=args.no_progress))
+    for path in explanation.written:
         print(f"wrote {path}")
 
 
 def _predict(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax predict: unrecognised arguments {rest}")
-    from perturbjax.explain.report import node_names
-    from perturbjax.predict import (NewDrug, default_condition, extend_graph, gene_columns,
-                                    predict_drugs, read_drugs, write_signatures)
-    from perturbjax.train.restore import load_run
+    from perturbjax.runs import load_run
 
     if bool(args.smiles) == bool(args.smiles_file):
         raise SystemExit("perturbjax predict: give --smiles or --smiles-file (one of them)")
     if args.smiles_file and (args.targets or args.name):
         raise SystemExit("perturbjax predict: --targets and --name go with --smiles; a "
                          "--smiles-file gives them in its name and targets columns")
-    drugs = read_drugs(args.smiles_file) if args.smiles_file else [NewDrug(
-        args.name or "new_drug", args.smiles,
-        tuple(t.strip() for t in (args.targets or "").split(",") if t.strip()))]
     run = load_run(args.workdir)
-    if not run.is_graph_network:
-        raise SystemExit(f"perturbjax predict: {args.workdir} holds a {run.config.model.name} "
-                         f"run, whose kernels span the run's own drugs; predict needs a "
-                         f"message-passing run")
-    names = node_names(run)
-    cell, dose, time, where = default_condition(run, args.cell, args.dose, args.time, names)
-    graph, positions, old_id = extend_graph(run, drugs, args.smiles_file or "--smiles")
-    values = predict_drugs(run, graph, positions, old_id, cell, dose, time)
-    ids, symbols = gene_columns(run, names)
-    write_signatures(args.out, ids, symbols, [d.name for d in drugs], values)
-    print(f"wrote {args.out}: {len(drugs)} drug(s) x {len(ids)} readout genes ({where})")
+    frame = run.predict(args.smiles, targets=args.targets, name=args.name,
+                        library=args.smiles_file, cell=args.cell, dose=args.dose,
+                        time=args.time, source=args.smiles_file or "--smiles")
+    from perturbjax.predict import write_signatures
+
+    write_signatures(args.out, frame)
+    print(f"wrote {args.out}: {frame.shape[1] - 2} drug(s) x {len(frame)} readout genes "
+          f"({frame.attrs['condition']})")
 
 
 def _repurpose(args, rest) -> None:
     if rest:
         raise SystemExit(f"perturbjax repurpose: unrecognised arguments {rest}")
-    from perturbjax.explain.report import node_names
-    from perturbjax.predict import gene_columns, read_drugs, read_signature, repurpose, \
-        write_repurposing
-    from perturbjax.train.restore import load_run
+    from perturbjax.runs import load_run
 
     if args.top_k < 1:
         raise SystemExit("perturbjax repurpose: --top-k must be at least 1")
-    library = read_drugs(args.library) if args.library else []
     run = load_run(args.workdir)
-    names = node_names(run)
-    ids, symbols = gene_columns(run, names)
-    query = read_signature(args.signature, ids, symbols)
-    rows, where = repurpose(run, query, names, k=args.top_k, library=library, cell=args.cell,
-                            dose=args.dose, time=args.time)
     stem = os.path.splitext(os.path.basename(args.signature))[0]
     out = args.out or os.path.join(args.workdir, "repurpose", stem)
-    title = f"Drugs reversing {os.path.basename(args.signature)} ({run.config.model.name}, {where})"
-    for path in write_repurposing(rows, out, title):
+    rows = run.repurpose(args.signature, library=args.library, top_k=args.top_k, cell=args.cell,
+                         dose=args.dose, time=args.time, out=out)
+    for path in rows.attrs["written"]:
         print(f"wrote {path}")
-    for r in rows[:10]:
-        print(f"{r['rank']:>4}  {r['connectivity']:+.3f}  {r['drug']}  ({r['source']}, {r['part']})")
+    for r in rows.head(10).itertuples():
+        print(f"{r.rank:>4}  {r.connectivity:+.3f}  {r.drug}  ({r.source}, {r.part})")
+
+
+def _runs(args, rest) -> None:
+    """`runs show W`: what a run holds, from its files (no data loaded when it has parts.json)."""
+    if rest:
+        raise SystemExit(f"perturbjax runs: unrecognised arguments {rest}")
+    import textwrap
+
+    from perturbjax.runs import load_run
+
+    run = load_run(args.workdir)
+    record = run.parts_record()
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return
+    c = run.record
+    head = (f"{run.workdir}: {c.get('model', {}).get('name', '?')} on "
+            f"{c.get('data', {}).get('source', '?')}, {c.get('data', {}).get('split', '?')} split, "
+            f"seed {c.get('seed', '?')}")
+    try:
+        summary = run.summary
+        metric = summary["selection_metric"]
+        head += f"; test {metric} {summary['test'][metric]:.4f}"
+    except (ValueError, KeyError):
+        head += "; unfinished (no summary.json)"
+    print(head)
+
+    def listing(title, ids, names):
+        items = [f"{i} ({n})" if n and n != i else i for i, n in zip(ids, names)]
+        print(textwrap.fill(", ".join(items), width=100, initial_indent=f"  {title}: ",
+                            subsequent_indent="    "))
+
+    for part, p in record["parts"].items():
+        print(f"{part}: {p['conditions']} conditions, {len(p['drugs']['id'])} drugs, "
+              f"{len(p['cell_lines']['id'])} cell lines")
+        listing("drugs", p["drugs"]["id"], p["drugs"]["name"])
+        listing("cell lines", p["cell_lines"]["id"], p["cell_lines"]["name"])
+    genes = record["readout_genes"]
+    print(f"readout genes: {len(genes['id'])} (id, symbol)")
+    listing("genes", genes["id"], genes["symbol"])
 
 
 def _launch(args, rest) -> None:
@@ -310,7 +296,7 @@ def _launch(args, rest) -> None:
 def _data_check(args, rest) -> None:
     """`data check`: the files source's mapping report, without training."""
     from perturbjax.data.kg_lincs import FilesConfig, FilterConfig, check
-    from perturbjax.tasks.perturbation import _frozen
+    from perturbjax.data.sources import frozen_kwargs as _frozen
 
     if not args.config:
         raise SystemExit("perturbjax data check: --config FILE[:VARIANT] is required (e.g. "
@@ -445,12 +431,14 @@ def _tosg(args, rest) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's input can raise: the project's own error types, and the ValueError /
     OSError (missing file, unreadable directory, malformed record) that loaders and config
-    checks raise with a message naming the file, record or key."""
-    from perturbjax import launch
-    from perturbjax.train.checkpoint import WorkdirConflict
-    from perturbjax.train.parallel import ProcessSetupError
-
-    return (ValueError, OSError, WorkdirConflict, ProcessSetupError, launch.LaunchError)
+    checks raise with a message naming the file, record or key. A module not yet imported
+    raised nothing, so it is not imported here (a fast refusal stays fast)."""
+    errors = [ValueError, OSError]  # WorkdirConflict is a ValueError
+    for module, name in (("perturbjax.train.parallel", "ProcessSetupError"),
+                         ("perturbjax.launch", "LaunchError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def _fail(message: str) -> NoReturn:
@@ -465,7 +453,8 @@ def _fail(message: str) -> NoReturn:
 @contextlib.contextmanager
 def _messages():
     """For the command's duration, the project's log messages (loading stages, warnings) go to
-    stderr as `perturbjax: ...` lines, instead of through whatever the root logger does."""
+    stderr as `perturbjax: ...` lines, instead of through whatever the root logger does, and its
+    Python warnings (`PerturbjaxWarning`) as one `perturbjax: warning: ...` line each."""
     logger = logging.getLogger("perturbjax")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("perturbjax: %(message)s"))
@@ -473,8 +462,21 @@ def _messages():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    from perturbjax import PerturbjaxWarning
+
+    show = warnings.showwarning
+
+    def one_line(message, category, *args, **kwargs):
+        if issubclass(category, PerturbjaxWarning):
+            print(f"perturbjax: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PerturbjaxWarning)
+            warnings.showwarning = one_line
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
@@ -488,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of a user error (also PERTURBJAX_DEBUG=1)")
+    parser.add_argument("--version", action="version", version=f"perturbjax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train", help="train and evaluate one run",
@@ -651,6 +654,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cell", help="cell line (default: the data's most common)")
         p.add_argument("--dose", type=float, help="dose in µM (default: the data's most common)")
         p.add_argument("--time", type=float, help="time in h (default: the data's most common)")
+    runs = commands.add_parser(
+        "runs", help="what a run directory holds: its drugs, cell lines and readout genes",
+        description="show W: the run's model, data, split and test score, then each split "
+                    "part's drugs and cell lines (ids and names) and the readout genes (Entrez "
+                    "ids and symbols), read from the run's config.json, summary.json and "
+                    "parts.json without loading its data (runs trained before parts.json "
+                    "existed load it again).")
+    runs.add_argument("action", choices=("show",))
+    runs.add_argument("workdir", metavar="W", help="a run's directory")
+    runs.add_argument("--json", action="store_true", help="print parts.json's record as JSON")
     from perturbjax.data.formats import FORMATS
 
     data = commands.add_parser(
@@ -728,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
     command = {"train": _train, "launch": _launch, "compare": _compare, "data": _data,
                "tosg": _tosg, "explain": _explain, "predict": _predict,
-               "repurpose": _repurpose}
+               "repurpose": _repurpose, "runs": _runs}
     try:
         with _messages():
             command[args.command](args, rest)

@@ -4,8 +4,13 @@ strongly they reverse a query signature (`perturbjax repurpose`).
 A new drug joins a trained run's graph as a compound node: its input features from its SMILES
 (Morgan bits of the width the run used), and edges to the targets given (the run's first target
 relation, e.g. `binds`, and its reverse when the graph has one). Existing nodes keep their
-learned vectors; the model runs on the extended graph as trained (message-passing runs; a
-closed-form kernel model is fitted over the run's drugs and cannot place a new one).
+learned vectors; a message-passing model runs on the extended graph as trained. `kg_ridge`
+computes its validation-chosen kernel (hops, chemistry weight, Tanimoto power) on the extended
+graph, over the run's drugs and the new ones, and solves its ridge system with the chosen
+penalty again (`graph_ridge_signatures`); it predicts one signature per drug, whatever the cell
+line, dose and time. The other closed-form models (the baselines) span only the run's own drugs
+and cannot place a new one (`runs.placing_models` says which can). Without targets, a new drug is placed by
+its chemistry alone, which the commands say in a warning.
 
 Connectivity: the "eXtreme Sum" (XSum) score of Cheng et al. 2014 (Genome Medicine 6:40),
 a Connectivity Map method on the query's top genes. The query's up set U and down set D are its
@@ -23,21 +28,31 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from perturbjax import PerturbjaxWarning
 from perturbjax.data.chem import morgan_fingerprints, parse_smiles
 from perturbjax.graph.hetero import EdgeType
 from perturbjax.graph.padding import flat_nodes
 from perturbjax.graph.topology import Topology
+from perturbjax.runs import check_can_place
 
 
 class PredictError(ValueError):
-    """Bad input to predict or repurpose (SMILES, targets, cell line, a signature file)."""
+    """Bad input to predict or repurpose (SMILES, targets, cell line, a signature file), or a
+    run that cannot place new drugs."""
+
+
+class PredictWarning(PerturbjaxWarning):
+    """A prediction to read with care (no targets given, genes of a query left out); the CLI
+    prints each as one `perturbjax: warning: ...` line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +213,99 @@ def predict_drugs(run, graph, drug_positions: np.ndarray, old_id: np.ndarray, ce
     return np.concatenate(out) if out else np.zeros((0, len(data.readout)), np.float32)
 
 
+def graph_ridge_signatures(run, data, drugs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[len(rows), G] kg_ridge predictions for `drugs[rows]`: its validation-chosen kernel
+    computed over `drugs` (sorted drug node indices, the run's fitted drugs first) in `data`'s
+    graph, and its ridge system solved again with the chosen penalty. With `data` the run's own
+    and `drugs` its fitted drugs, these are the run's predictions."""
+    from perturbjax.models.baselines import tanimoto_kernels
+    from perturbjax.models.graph_ridge import GraphRidge
+
+    model, train = run.host_model, run.task.split.train
+    chosen = model.chosen
+    hops = GraphRidge().hop_kernels(data, drugs, run.host_data.drug[train])
+    kernel = sum(hops[:chosen["hops"]]) / chosen["hops"]
+    w = chosen["chemistry_weight"]
+    if w:
+        power = chosen["tanimoto_power"]
+        kernel = (1 - w) * kernel + w * tanimoto_kernels(data, drugs, [power])[power]
+    k_train = kernel[np.ix_(model.train_pos, model.train_pos)].astype(np.float64)
+    coef = np.linalg.solve(k_train + chosen["alpha"] * np.eye(len(k_train)),
+                           run.host_data.signatures[train].astype(np.float64))
+    return (kernel[np.ix_(rows, model.train_pos)] @ coef).astype(np.float32)
+
+
+def _graph_ridge_new_drugs(run, drugs: list[NewDrug], source: str) -> np.ndarray:
+    """kg_ridge's signatures of `drugs` placed in the run's graph (module docstring)."""
+    base = run.host_data
+    graph, _, _ = extend_graph(run, drugs, source)
+    smiles = np.asarray(list(base.drug_smiles) + [d.smiles for d in drugs], dtype=object)
+    data = dataclasses.replace(base, graph=graph, drug_smiles=smiles)
+    start = base.graph.nodes[base.drug_type].count
+    fitted = run.host_model.drugs
+    every = np.r_[fitted, start + np.arange(len(drugs))]
+    return graph_ridge_signatures(run, data, every, len(fitted) + np.arange(len(drugs)))
+
+
+def _warn_without_targets(run, drugs: list[NewDrug]) -> None:
+    bare = [d.name for d in drugs if not d.targets]
+    if not bare:
+        return
+    who = (f"{bare[0]!r} has" if len(bare) == 1 else
+           f"{len(bare)} drugs ({', '.join(repr(b) for b in bare[:3])}"
+           f"{', ...' if len(bare) > 3 else ''}) have")
+    name = run.config.model.name
+    if run.is_graph_network:
+        chemistry = bool(run.task.graph.nodes[run.task.data.drug_type].features)
+    else:
+        chemistry = bool(run.host_model.chosen.get("chemistry_weight"))
+    how = ("its signature comes from chemistry alone (Morgan fingerprint), not from where it "
+           "acts in the graph" if chemistry else
+           f"the {name} run gives drug chemistry no weight, so its signature is the same as any "
+           f"drug's without targets")
+    warnings.warn(f"{who} no targets: {how}; give targets (gene ids) to place it in the graph",
+                  PredictWarning, stacklevel=3)
+
+
+def predict_new_drugs(run, drugs: list[NewDrug], source: str = "--smiles", *, cell=None,
+                      dose=None, time=None, names=None) -> tuple[np.ndarray, str]:
+    """[len(drugs), G] predicted signatures of drugs the graph does not know, and a description
+    of the condition predicted (message-passing runs: the given or the data's most common cell
+    line, dose and time; kg_ridge: one signature per drug).
+
+    Raises:
+      PredictError: the run cannot place new drugs, or bad SMILES, targets, cell line, dose or
+        time (the input is named).
+    """
+    from perturbjax.explain.report import node_names
+
+    check_can_place(run.config.to_dict(), run.workdir)
+    names = node_names(run) if names is None else names
+    if run.is_graph_network:  # every input checked before any warning
+        c, dose, time, where = default_condition(run, cell, dose, time, names)
+        graph, positions, old_id = extend_graph(run, drugs, source)
+        _warn_without_targets(run, drugs)
+        return predict_drugs(run, graph, positions, old_id, c, dose, time), where
+    where = _per_drug(run, cell, dose, time, names)
+    values = _graph_ridge_new_drugs(run, drugs, source)
+    _warn_without_targets(run, drugs)
+    return values, where
+
+
+def _per_drug(run, cell, dose, time, names) -> str:
+    """kg_ridge's condition: none. A given cell line is still checked (a typo is an error)."""
+    from perturbjax.explain.report import _find
+
+    data = run.task.data
+    if cell is not None:
+        _find("cell line", cell, run.task.graph.nodes[data.cell_type].names, names[data.cell_type])
+    given = [f for f, v in (("cell line", cell), ("dose", dose), ("time", time)) if v is not None]
+    if given:
+        warnings.warn(f"{run.config.model.name} predicts one signature per drug: the "
+                      f"{', '.join(given)} given change(s) nothing", PredictWarning, stacklevel=3)
+    return f"{run.config.model.name}: one signature per drug, whatever the cell line, dose and time"
+
+
 # ---- connectivity ------------------------------------------------------------------------
 def connectivity(up: np.ndarray, down: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """XSum scores (module docstring) of every predicted signature `[m, G]` for the query's up
@@ -222,6 +330,7 @@ def read_signature(path: str, gene_ids, gene_symbols) -> np.ndarray:
     index = {str(g): i for i, g in enumerate(gene_ids)}
     index.update({str(s).upper(): i for i, s in enumerate(gene_symbols) if s})
     values = np.full(len(gene_ids), np.nan)
+    unknown = []
     for n, line in enumerate(lines, start=1):
         parts = [p.strip() for p in line.replace(",", "\t").split("\t") if p.strip()]
         if len(parts) < 2:
@@ -235,11 +344,31 @@ def read_signature(path: str, gene_ids, gene_symbols) -> np.ndarray:
         i = index.get(parts[0], index.get(parts[0].upper()))
         if i is not None:
             values[i] = value
-    if np.isfinite(values).sum() < 10:
-        raise PredictError(f"{path}: {int(np.isfinite(values).sum())} of its genes are readout "
-                           f"genes of the run; at least 10 are needed (give Entrez ids or "
-                           f"symbols, e.g. {list(gene_ids)[:3]})")
+        else:
+            unknown.append(parts[0])
+    known = int(np.isfinite(values).sum())
+    close = _close_genes(unknown, [str(g) for g in gene_ids] + [str(s) for s in gene_symbols if s])
+    if known < 10:
+        raise PredictError(f"{path}: {known} of its genes are readout genes of the run; at least "
+                           f"10 are needed (give Entrez ids or symbols, e.g. "
+                           f"{list(gene_ids)[:3]}){close}")
+    if unknown:
+        warnings.warn(f"{path}: {len(unknown)} of its {len(unknown) + known} genes are not readout "
+                      f"genes of the run and are left out{close}", PredictWarning, stacklevel=2)
     return values
+
+
+def _close_genes(unknown: list[str], genes: list[str], show: int = 3) -> str:
+    """"; unknown 'X' (close: 'Y', 'Z'), ..." for the first unknown genes, or ""."""
+    if not unknown:
+        return ""
+    upper = {g.upper(): g for g in genes}
+    described = []
+    for g in unknown[:show]:
+        close = [upper[c] for c in difflib.get_close_matches(g.upper(), list(upper), n=3)]
+        described.append(f"{g!r}" + (f" (close: {', '.join(map(repr, close))})" if close else ""))
+    more = f", and {len(unknown) - show} more" if len(unknown) > show else ""
+    return f"; not readout genes: {', '.join(described)}{more}"
 
 
 def query_sets(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,14 +390,27 @@ def gene_columns(run, names) -> tuple[list[str], list[str]]:
                  for lab, i in zip(labels, ids)]
 
 
-def write_signatures(path: str, ids, symbols, names: list[str], values: np.ndarray) -> None:
-    """One line per readout gene: Entrez id, symbol, then one column per drug."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t")
-        w.writerow(["entrez_id", "symbol", *names])
-        for g, (i, s) in enumerate(zip(ids, symbols)):
-            w.writerow([i, s, *[f"{v:.5g}" for v in values[:, g]]])
+def signature_frame(ids, symbols, names: list[str], values: np.ndarray):
+    """A pandas DataFrame, one row per readout gene: entrez_id, symbol, one column per drug."""
+    import pandas as pd
+
+    genes = pd.DataFrame({"entrez_id": list(ids), "symbol": list(symbols)})
+    values = pd.DataFrame(np.asarray(values, np.float64).reshape(len(names), -1).T,
+                          columns=list(names))
+    return pd.concat([genes, values], axis=1)
+
+
+def write_signatures(path: str, frame) -> None:
+    """`signature_frame`'s table as TSV (values to 5 significant digits).
+
+    Raises:
+      OSError: the file cannot be written (its path named).
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        frame.to_csv(path, sep="\t", index=False, float_format="%.5g")
+    except OSError as e:
+        raise OSError(f"{path}: cannot write the signatures ({e.strerror or e})") from None
 
 
 def repurpose(run, query: np.ndarray, names, *, k: int = 50, library: list[NewDrug] = (),
@@ -288,6 +430,7 @@ def repurpose(run, query: np.ndarray, names, *, k: int = 50, library: list[NewDr
         candidates = offsets[data.drug_type] + np.arange(graph.nodes[data.drug_type].count)
         labels = [(n, "graph", parts.get(i, "unmeasured")) for i, n in enumerate(drug_names)]
         if library:
+            _warn_without_targets(run, list(library))
             graph, positions, old_id = extend_graph(run, list(library), "--library")
             candidates = np.r_[graph.node_offsets()[data.drug_type]
                                + np.arange(graph.nodes[data.drug_type].count - len(library)),
@@ -297,14 +440,17 @@ def repurpose(run, query: np.ndarray, names, *, k: int = 50, library: list[NewDr
             old_id = np.arange(graph.num_nodes)
         predicted = predict_drugs(run, graph, candidates, old_id, c, dose, time)
     else:
-        if library:
-            raise PredictError(f"a {run.config.model.name} run cannot place new drugs (its kernels "
-                               f"span the run's drugs); repurpose a message-passing run's workdir")
         drugs = np.unique(data.drug)
         first = np.array([np.flatnonzero(data.drug == d)[0] for d in drugs])
         predicted = np.asarray(run.host_model.predict(run.host_data, first))
         labels = [(drug_names[d], "graph", parts.get(int(d), "unmeasured")) for d in drugs]
         where = "each drug's first measured condition"
+        if library:
+            check_can_place(run.config.to_dict(), run.workdir)
+            _warn_without_targets(run, list(library))
+            predicted = np.r_[predicted, _graph_ridge_new_drugs(run, list(library), "--library")]
+            labels += [(d.name, "library", "new") for d in library]
+            where = _per_drug(run, cell, dose, time, names)
     scores = connectivity(up, down, predicted - task.train_mean)
     order = np.argsort(scores, kind="stable")
     rows = [{"rank": r + 1, "drug": labels[i][0], "source": labels[i][1], "part": labels[i][2],
@@ -337,7 +483,9 @@ def write_repurposing(rows: list[dict], directory: str, title: str, top: int = 2
             color=["C1" if r["source"] == "library" else "C0" for r in best])
     ax.set_yticks(y)
     ax.set_yticklabels([r["drug"] for r in best], fontsize=8)
-    ax.set_xlabel("XSum connectivity to the query (negative: reverses it)")
+    ax.set_xlabel("XSum connectivity to the query: mean z of its up genes − mean z of its down "
+                  "genes\n(z: SDs of the drug's predicted signature over the readout genes; "
+                  "negative reverses the query)", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(paths[2], dpi=120)

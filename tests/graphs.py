@@ -3,7 +3,7 @@
 import numpy as np
 
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
-from perturbjax.graph.padding import GraphSchema
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Layout, RelationBlock, Topology
 
 FEATURE_WIDTHS = {"a": 5, "b": 3, "c": 0}

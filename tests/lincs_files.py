@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from perturbjax.data.primekg import write_primekg_csv
+from perturbjax.data.primekg_synthetic import write_primekg_csv
 
 GENES = pd.DataFrame({"gene_id": ["101", "102", "103", "104", "105", "106"],
                       "gene_symbol": ["GENE1", "GENE2", "GENE3", "GENE4", "GENE5", "GENE6"],

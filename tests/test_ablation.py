@@ -219,7 +219,8 @@ def test_compare_one_run_per_group_has_no_interval(tmp_path, capsys):
     assert math.isnan(st["ci95_low"])
     cli.main(["compare", str(root), "--metrics", "pearson_centered"])
     out = capsys.readouterr().out
-    assert "| drop:targets: hetero_gat | 1 | 0.400 | -0.100 | – | – |" in out
+    assert "| drop:targets: hetero_gat | 1 | 0.400 | -0.100 | not testable | not testable |" in out
+    assert "Not testable: fewer than 3 runs pair" in out and not st["testable"]
 
 
 def test_compare_ignores_config_keys_that_older_runs_lack(tmp_path):

@@ -14,7 +14,7 @@ from perturbjax.cli import main
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 from perturbjax.graph.topology import Topology
-from perturbjax.models.cells import LAYERS, READOUTS, CellGraphClassifier
+from perturbjax.models.cells import CELL_LAYERS, READOUTS, CellGraphClassifier
 from perturbjax.tasks.cells import disjoint_copies
 from perturbjax.train import loop
 from perturbjax.train.loop import train_and_evaluate
@@ -30,7 +30,7 @@ def _graph(n=12, e=30, seed=0):
                         EdgeSet(rng.integers(0, n, e), rng.integers(0, n, e))})
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", CELL_LAYERS)
 @pytest.mark.parametrize("readout", READOUTS)
 def test_shared_topology_and_disjoint_padded_copies_give_the_same_logits(layer, readout):
     n, b = 12, 5

@@ -24,7 +24,7 @@ from perturbjax import cli
 from perturbjax.config import apply_overrides, config_to_json, load_config
 from perturbjax.tasks import make_task
 from perturbjax.train.batching import train_batches
-from perturbjax.tasks.perturbation import base_config
+from perturbjax.tasks.perturbation_config import base_config
 from perturbjax.train.checkpoint import (
     Checkpoints,
     WorkdirConflict,

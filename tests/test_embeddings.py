@@ -214,7 +214,8 @@ def test_attach_policies_keys_and_errors(graph):
 
 
 def test_attach_to_a_primekg_graph(tmp_path):
-    from perturbjax.data.primekg import synthetic_primekg, load_primekg
+    from perturbjax.data.primekg import load_primekg
+    from perturbjax.data.primekg_synthetic import synthetic_primekg
 
     written = synthetic_primekg(tmp_path / "kg.csv", n_nodes=500, n_edges=5_000, seed=0)
     graph, nodes, _ = load_primekg(written.path)

@@ -3,20 +3,24 @@ mechanism recovered as KG paths, kernel-ridge explanations and the `explain` com
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from perturbjax import cli
 from perturbjax.explain import attribution
 from perturbjax.explain.report import explain
-from perturbjax.train.restore import condition_function, load_run
 from perturbjax.graph.propagate import propagate
 from perturbjax.graph.topology import Topology
+from perturbjax.train.restore import condition_function, load_run
 from tests.conftest import DEMO_EXPERIMENT
 from tests.test_cli_errors import one_line_error
 
@@ -147,6 +151,12 @@ def test_explain_command_writes_the_report(demo_runs, tmp_path, capsys):
     x = json.loads((out / "explanation.json").read_text())
     assert len(x["genes"]) == 3 and len(x["relations"]) == len(summary["graph"]["edges"])
     assert abs(sum(r["ig_share"] for r in x["relations"]) - 1) < 1e-6
+    for g in x["genes"]:  # the chart's two bars on one scale: minus the training mean
+        measured = run.task.data.signatures[x["condition"], g["readout_index"]]
+        assert g["measured_effect"] == pytest.approx(
+            measured - run.task.train_mean[g["readout_index"]], abs=1e-5)
+    assert "| predicted − training mean | measured − training mean |" in text
+    assert not os.path.exists(os.path.join(workdir, "explain"))  # --out elsewhere
     assert one_line_error(capsys, ["explain", "--workdir", workdir, "--drug", "NODRUG"]) \
         .startswith("perturbjax: error: drug 'NODRUG' is not a node")
     unfinished = tmp_path / "unfinished"  # its config, but no model
@@ -161,23 +171,80 @@ def test_explain_needs_a_finished_run(tmp_path, capsys):
     assert "config.json is missing" in line and str(tmp_path) in line
 
 
-def test_kernel_ridge_explanations_name_training_drugs_and_shared_targets(tmp_path):
-    workdir = tmp_path / "ridge"
+@pytest.fixture(scope="module")
+def ridge_workdir(tmp_path_factory):
+    """A kg_ridge run of the small demo (closed form: seconds)."""
+    workdir = tmp_path_factory.mktemp("ridge")
     cli.main(["train", "--config", f"{DEMO_EXPERIMENT}:test,model=kg_ridge", "--workdir",
               str(workdir), "--no-progress", "--config.baselines=[]"])
-    run = load_run(str(workdir))
+    return str(workdir)
+
+
+def test_kernel_ridge_explanations_name_training_drugs_and_shared_targets(ridge_workdir):
+    run = load_run(ridge_workdir)
     data = run.task.data
     d = int(data.drug[run.task.split.test[0]])
     x = explain(run, str(run.task.graph.nodes["drug"].names[d]), genes=5)
     assert "training_drugs" in x and "relations" not in x
     train_names = set(run.task.graph.nodes["drug"].names[data.drug[run.task.split.train]])
     assert {t["drug"] for t in x["training_drugs"]} <= train_names
-    genes = run.task.graph.nodes["gene"].names
-    mine = set()
-    for k, es in data.graph.edges.items():
-        if k.relation in data.target_relations:
-            mine |= {str(genes[t]) for s, t in zip(es.senders, es.receivers) if s == d}
-    assert all(set(t["shared_targets"]) <= mine for t in x["training_drugs"])
+    assert all(set(t["shared_targets"]) <= set(_targets(run, d)) for t in x["training_drugs"])
+
+
+def _targets(run, d: int) -> list[str]:
+    """Drug d's target genes' ids (edges of the data's target relations)."""
+    graph, data = run.task.graph, run.task.data
+    genes = graph.nodes[data.gene_type].names
+    return [str(genes[t]) for k, es in graph.edges.items() if k.relation in data.target_relations
+            for s, t in zip(es.senders, es.receivers) if s == d]
+
+
+def test_kg_ridge_places_a_new_drug(ridge_workdir, tmp_path, capsys):
+    import perturbjax as pj
+    from perturbjax.predict import graph_ridge_signatures
+
+    run = pj.load_run(ridge_workdir)
+    trained = run.trained
+    data, model = trained.task.data, trained.host_model
+    test = trained.task.split.test
+    # The kernel computed again over the run's own drugs gives the run's predictions.
+    rows = np.searchsorted(model.drugs, data.drug[test])
+    np.testing.assert_allclose(graph_ridge_signatures(trained, trained.host_data, model.drugs,
+                                                      rows),
+                               model.predict(trained.host_data, test), rtol=1e-3, atol=1e-3)
+    d = int(data.drug[test[0]])
+    smiles, targets = str(data.drug_smiles[d]), _targets(trained, d)
+    twin = run.predict(smiles=smiles, targets=targets, name="twin")
+    known = model.predict(trained.host_data, test[:1])[0]
+    assert np.corrcoef(twin["twin"], known)[0, 1] > 0.99  # its node's one more neighbour aside
+    out = tmp_path / "ridge.tsv"
+    cli.main(["predict", "--workdir", ridge_workdir, "--smiles", smiles, "--targets",
+              ",".join(targets), "--name", "twin", "--out", str(out)])
+    assert "one signature per drug" in capsys.readouterr().out
+    np.testing.assert_allclose(pd.read_csv(out, sep="\t")["twin"], twin["twin"], rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_runs_that_cannot_place_a_drug_refuse_from_their_files(ridge_workdir, tmp_path):
+    """Before JAX or any data are loaded: a subprocess shows what was imported."""
+    workdir = tmp_path / "baseline"
+    workdir.mkdir()
+    with open(os.path.join(ridge_workdir, "config.json")) as f:
+        config = json.load(f)
+    config["model"]["name"] = "tanimoto_ridge"
+    (workdir / "config.json").write_text(json.dumps(config))
+    shutil.copy(os.path.join(ridge_workdir, "parts.json"), workdir)
+    script = ("import sys\nfrom perturbjax.cli import main\ntry:\n    main(sys.argv[1:])\n"
+              "except SystemExit as e:\n    print(e.code, 'jax' in sys.modules)\n")
+    for argv in (["predict", "--workdir", str(workdir), "--smiles", "CCO", "--out", "x.tsv"],
+                 ["repurpose", "--workdir", str(workdir), "--signature", "q.tsv", "--library",
+                  "lib.smi"]):
+        done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                              text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
+        assert done.stdout.split() == ["2", "False"], (done.stdout, done.stderr)
+        assert re.fullmatch(r"perturbjax: error: \S+config\.json: model\.name is "
+                            r"'tanimoto_ridge'.* needs a run of hetero_gat, .*kg_ridge\n",
+                            done.stderr), done.stderr
 
 
 # ---- prediction for new drugs and repurposing ---------------------------------------------
@@ -255,6 +322,7 @@ def test_repurposing_finds_the_planted_reverser(demo_run, tmp_path, capsys):
     assert table[0] == "rank\tdrug\tsource\tpart\tconnectivity" and len(table) == 1 + len(rows) + 1
     assert "ethanol\tlibrary\tnew" in "\n".join(table)
     assert (tmp_path / "rep" / "repurposing.png").read_bytes()[:4] == b"\x89PNG"
+    assert "perturbjax: warning: 'ethanol' has no targets" in capsys.readouterr().err
     signature.write_text("gene\tvalue\nG0000\tbig\n")
     assert "value 'big' is not a number" in one_line_error(
         capsys, ["repurpose", "--workdir", demo_run.workdir, "--signature", str(signature)])

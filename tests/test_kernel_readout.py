@@ -10,7 +10,7 @@ from flax import nnx
 
 from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.models.perturbation import (KernelRidgeReadout, hyper, leave_out_groups,
+from perturbjax.models.kernel_ridge import (KernelRidgeReadout, hyper, leave_out_groups,
                                            ridge_predict)
 from perturbjax.train.loop import train_and_evaluate
 
@@ -75,7 +75,7 @@ def test_other_drugs_get_the_full_ridge_fit(readout_inputs):
 
 def test_a_consensus_run_with_the_kernel_ridge_decoder(tmp_path, data_dir_unchanged):
     # Real signatures (one per drug), the small slice of the real graph.
-    config = apply_overrides(load_config(f"{CONSENSUS}:test"), [
+    config = apply_overrides(load_config(f"{CONSENSUS}:test,model=hetero_gat"), [
         "model.decoder=kernel_ridge", "baselines=[]", "train.batch_size=1024",
         "train.num_steps=4"])
     summary = train_and_evaluate(config, str(tmp_path), progress=False)

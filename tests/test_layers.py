@@ -17,10 +17,11 @@ from flax import nnx
 
 import reference_layers as ref
 from graphs import FEATURE_WIDTHS, padded_topology, random_hetero_graph
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes, to_graphs_tuple
+from perturbjax.graph.padding import PaddingBudget, flat_nodes, to_graphs_tuple
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
-from perturbjax.models import layers
 from perturbjax.models.layers import HGT, RGCN, HeteroGAT, TypedInputProjection, attention_weights
+from perturbjax.models.registry import LAYERS, layer_factory
 
 GRAPH = random_hetero_graph()
 NUM_TYPES, NUM_RELATIONS = 3, len(GRAPH.edge_types)
@@ -28,14 +29,31 @@ NUM_NODES = GRAPH.num_nodes
 IN_DIM = OUT_DIM = 8
 HEADS = 2
 
-LAYERS = {
-    "gat": lambda m, rngs: m.HeteroGAT(IN_DIM, OUT_DIM, NUM_RELATIONS, num_heads=HEADS, rngs=rngs),
-    "rgcn": lambda m, rngs: m.RGCN(IN_DIM, OUT_DIM, NUM_RELATIONS, rngs=rngs),
-    "rgcn_bases": lambda m, rngs: m.RGCN(IN_DIM, OUT_DIM, NUM_RELATIONS, num_bases=2, rngs=rngs),
-    "hgt": lambda m, rngs: m.HGT(IN_DIM, OUT_DIM, NUM_TYPES, NUM_RELATIONS, num_heads=HEADS,
-                                 rngs=rngs),
+SCHEMA = GraphSchema.of(GRAPH)
+assert len(SCHEMA.node_types) == NUM_TYPES
+# Test cases: (registered layer, its options). Every layer of the registry is here with its
+# defaults, so a new one gets the padding and batching tests below for free.
+CASES = {name: (name, {}) for name in LAYERS} | {
+    "hetero_gat": ("hetero_gat", {"heads": HEADS}),
+    "rgcn_bases": ("rgcn", {"bases": 2}),
+    "hgt": ("hgt", {"heads": HEADS}),
 }
-ATTENTION_LAYERS = ["gat", "hgt"]
+# The layers as they were before `propagate` (reference_layers.py), for the cases they cover.
+REFERENCES = {
+    "hetero_gat": lambda rngs: ref.HeteroGAT(IN_DIM, OUT_DIM, NUM_RELATIONS, num_heads=HEADS,
+                                             rngs=rngs),
+    "rgcn": lambda rngs: ref.RGCN(IN_DIM, OUT_DIM, NUM_RELATIONS, rngs=rngs),
+    "rgcn_bases": lambda rngs: ref.RGCN(IN_DIM, OUT_DIM, NUM_RELATIONS, num_bases=2, rngs=rngs),
+    "hgt": lambda rngs: ref.HGT(IN_DIM, OUT_DIM, NUM_TYPES, NUM_RELATIONS, num_heads=HEADS,
+                                rngs=rngs),
+}
+ATTENTION_LAYERS = ["hetero_gat", "hgt"]
+
+
+def make(case: str, rngs: nnx.Rngs) -> nnx.Module:
+    """Test case `case`'s layer, built through the registry."""
+    name, options = CASES[case]
+    return layer_factory(name, options)(SCHEMA, IN_DIM, rngs)
 
 
 def states(seed=0, n=NUM_NODES):
@@ -59,12 +77,12 @@ grad = nnx.jit(nnx.grad(squared_loss))
 
 
 @pytest.mark.parametrize("sparse", [True, False])
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_matches_reference_layer_outputs_and_gradients(name, sparse):
     """Same parameters, same graph: the old [R, N, d] layers on the padded GraphsTuple and the
     new ones on the topology agree, outputs and parameter gradients."""
-    old = LAYERS[name](ref, nnx.Rngs(0))
-    new = LAYERS[name](layers, nnx.Rngs(1))
+    old = REFERENCES[name](nnx.Rngs(0))
+    new = make(name, nnx.Rngs(1))
     nnx.update(new, nnx.state(old, nnx.Param))
     gt = jax.tree.map(jnp.asarray, to_graphs_tuple(GRAPH, PaddingBudget.fitting(GRAPH, 8)))
     h = states()
@@ -79,9 +97,9 @@ def test_matches_reference_layer_outputs_and_gradients(name, sparse):
 
 
 @pytest.mark.parametrize("sparse", [True, False])
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_padding_invariance_and_gradients(name, sparse):
-    model = LAYERS[name](layers, nnx.Rngs(0))
+    model = make(name, nnx.Rngs(0))
     h = states()
     exact = Topology.build(GRAPH, sparse=sparse).to_device()
     topo, h_pad, slots = padded(sparse, h)
@@ -102,10 +120,10 @@ def test_padding_invariance_and_gradients(name, sparse):
     assert not np.allclose(np.asarray(apply(model, h_pad, silent))[slots], out)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_shared_topology_batch_equals_each_sample(name):
     """Values [N, B, d]: B samples on one graph give what each gives alone."""
-    model = LAYERS[name](layers, nnx.Rngs(2))
+    model = make(name, nnx.Rngs(2))
     topo = Topology.build(GRAPH).to_device()
     batch = jnp.stack([states(s) for s in range(3)], axis=1)
     out = apply(model, batch, topo)
@@ -116,7 +134,7 @@ def test_shared_topology_batch_equals_each_sample(name):
 
 @pytest.mark.parametrize("name", ATTENTION_LAYERS)
 def test_attention_retrievable_normalised_and_adds_no_state(name):
-    model = LAYERS[name](layers, nnx.Rngs(3))
+    model = make(name, nnx.Rngs(3))
     topo, h_pad, _ = padded(True, states())
     state_before = nnx.state(model)
     with warnings.catch_warnings():
@@ -128,7 +146,7 @@ def test_attention_retrievable_normalised_and_adds_no_state(name):
     alpha = np.asarray(att[()])
     mask = np.asarray(topo.edge_mask)
     assert alpha.shape == (topo.num_edges, HEADS) and np.all(alpha[~mask] == 0.0)
-    ids = np.asarray(topo.group if name == "gat" else topo.receivers)
+    ids = np.asarray(topo.group if name == "hetero_gat" else topo.receivers)
     for g in np.unique(ids[mask]):
         np.testing.assert_allclose(alpha[(ids == g) & mask].sum(0), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(nnx.jit(attention_weights)(model, h_pad, topo)[()]),
@@ -140,7 +158,7 @@ def test_attention_retrievable_normalised_and_adds_no_state(name):
 def test_attention_paths_in_composite_model():
     class Stack(nnx.Module):
         def __init__(self, rngs):
-            self.layers = nnx.List([LAYERS[n](layers, rngs) for n in ("gat", "hgt", "rgcn")])
+            self.layers = nnx.List([make(n, rngs) for n in ("hetero_gat", "hgt", "rgcn")])
 
         def __call__(self, h, topo):
             for layer in self.layers:
@@ -222,3 +240,9 @@ def test_typed_input_projection_matches_reference_and_ignores_padding():
     assert not np.allclose(out[~featureless], embedding[node_type[~featureless]])
     with pytest.raises(ValueError, match="feature columns"):
         new(jnp.asarray(features[:, :4]), Topology.build(GRAPH))
+
+
+def test_unknown_layer_fails_in_one_line_naming_the_registered_ones():
+    with pytest.raises(ValueError) as e:
+        layer_factory("gcn")
+    assert "\n" not in str(e.value) and all(name in str(e.value) for name in LAYERS)

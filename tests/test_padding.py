@@ -4,9 +4,11 @@ import pytest
 from flax import nnx
 
 from graphs import padded_topology
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, flat_nodes, to_graphs_tuple
+from perturbjax.graph.padding import PaddingBudget, flat_nodes, to_graphs_tuple
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
-from perturbjax.models.perturbation import ENCODERS, PerturbationModel
+from perturbjax.models.perturbation import PerturbationModel
+from perturbjax.models.registry import LAYERS, layer_factory
 
 
 def test_layout_types_features_and_masks(graph):
@@ -34,13 +36,14 @@ def test_budget_fits_and_overflow_is_an_error(graph):
         to_graphs_tuple(graph, schema=GraphSchema.of(graph.drop_edge_types(["interacts"])))
 
 
-@pytest.mark.parametrize("layer", ENCODERS)
+@pytest.mark.parametrize("layer", LAYERS)
 def test_padding_never_changes_real_outputs(graph, layer):
     """The whole model gives the same predictions on the exact topology (sparse backend) and on
     the graph padded in every block (segment backend, as sampled subgraphs are)."""
     graph = graph.with_reverse_edges(skip=("interacts",))
     schema = GraphSchema.of(graph)
-    model = PerturbationModel(schema, num_readout=3, layer=layer, hidden=8, heads=2,
+    model = PerturbationModel(schema, num_readout=3, layer=layer_factory(layer, {"heads": 2}),
+                              hidden=8,
                               embedded_types=("gene",), num_nodes=graph.num_nodes,
                               rngs=nnx.Rngs(0))
     off = graph.node_offsets()

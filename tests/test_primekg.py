@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perturbjax.data.primekg import (COLUMNS, NODE_TYPES, RELATIONS, load_primekg,
-                                     synthetic_primekg, write_primekg_csv)
+from perturbjax.data.primekg import COLUMNS, NODE_TYPES, RELATIONS, load_primekg
+from perturbjax.data.primekg_synthetic import synthetic_primekg, write_primekg_csv
 from perturbjax.graph.hetero import EdgeType
 
 HEADER = ",".join(COLUMNS)

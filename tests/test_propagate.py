@@ -8,9 +8,9 @@ import pytest
 
 from graphs import padded_topology, random_hetero_graph
 from perturbjax.graph import kernels
-from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import (edge_softmax, propagate, relation_mean_weights,
                                         symmetric_norm_weights)
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
 
 BACKENDS = [True, False]  # sparse products, segment ops
@@ -204,3 +204,18 @@ def test_bad_arguments_name_the_problem():
         propagate(topo, jnp.ones((topo.num_nodes, 2)), jnp.ones((topo.num_edges, 3, 2)))
     with pytest.raises(ValueError, match="expected"):
         propagate(topo, jnp.ones((topo.num_nodes, 2)), reduce="max")
+
+
+def test_the_graph_package_exports_the_seam_lazily():
+    import importlib
+    import subprocess
+    import sys
+
+    import perturbjax.graph as graph
+
+    importlib.import_module("perturbjax.graph.propagate")  # binds the submodule's name
+    assert graph.propagate is propagate and graph.Topology is Topology  # the function, still
+    code = ("import sys, perturbjax.graph.hetero; print('jax' in sys.modules); "
+            "from perturbjax.graph import propagate; print(callable(propagate))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

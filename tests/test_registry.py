@@ -64,7 +64,7 @@ def test_data_command(capsys, real_file, tmp_path, monkeypatch):
 
 
 def test_data_summary_of_a_primekg_file(tmp_path, capsys):
-    from perturbjax.data.primekg import synthetic_primekg
+    from perturbjax.data.primekg_synthetic import synthetic_primekg
 
     written = synthetic_primekg(tmp_path / "kg.csv", n_nodes=2000, n_edges=20000, seed=1)
     cli.main(["data", "summary", "--format", "primekg", "--path", str(tmp_path / "kg.csv")])

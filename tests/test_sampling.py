@@ -12,10 +12,12 @@ from flax import nnx
 
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
-from perturbjax.graph.padding import GraphSchema, flat_nodes
+from perturbjax.graph.padding import flat_nodes
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology, host_sources
 from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.perturbation import KGEncoder
+from perturbjax.models.registry import layer_factory
 from perturbjax.tasks import make_task
 from perturbjax.train.batching import train_batches
 from perturbjax.train.loop import train_and_evaluate
@@ -241,8 +243,8 @@ def test_with_every_edge_sampled_seed_outputs_equal_the_full_graph(layer):
     graph = random_graph(2)
     sampler, schema = make_sampler(graph, fanouts=(1000, 1000))
     # With a learned vector per "a" node, indexed by the node ids both layouts carry.
-    encoder = KGEncoder(schema, layer=layer, hidden=16, num_layers=2, heads=2, bases=None,
-                        dropout=0.0, rngs=nnx.Rngs(0), embedded_types=("a",),
+    encoder = KGEncoder(schema, layer=layer_factory(layer, {"heads": 2}), hidden=16,
+                        num_layers=2, dropout=0.0, rngs=nnx.Rngs(0), embedded_types=("a",),
                         num_nodes=graph.num_nodes)
     features, _ = flat_nodes(graph, schema)
     full = encoder(Topology.build(graph, schema).to_device(),

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import drop_bad_ids, read_table, to_bool, to_numeric
 
 

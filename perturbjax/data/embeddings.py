@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.graph.hetero import HeteroGraph, NodeSet
 
 MISSING_POLICIES = ("zeros", "mean", "error")

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 
 
 @dataclasses.dataclass(frozen=True)

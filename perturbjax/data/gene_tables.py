@@ -13,7 +13,7 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import read_table
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from perturbjax.data import gene_tables
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import read_table
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 

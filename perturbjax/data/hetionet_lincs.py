@@ -28,7 +28,7 @@ from perturbjax.data.hetionet import load_hetionet, read_compound_gene_binding
 from perturbjax.data.lincs import read_basal_expression, read_consensus, read_matrix, read_pertinfo
 from perturbjax.data.merge import add_cell_lines, match_drugs, merge_drugs, readout_positions
 from perturbjax.data.perturbation import PerturbationData
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import drop_bad_ids, read_table
 from perturbjax.graph.hetero import HeteroGraph
 

@@ -39,7 +39,7 @@ from perturbjax.data.lincs_layouts import (normalise_signature_info, read_cell_i
                                            read_signature_info)
 from perturbjax.data.merge import match_drugs, merge_drugs, normalise_name
 from perturbjax.data.perturbation import PerturbationData
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import read_table
 from perturbjax.graph.hetero import EdgeType, HeteroGraph
 

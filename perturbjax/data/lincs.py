@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import (Table, check_field_counts, drop_bad_ids, field_counts,
                                     read_lines, read_table, to_bool, to_numeric)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from perturbjax.data.lincs import MISSING_TOKENS
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.data.tables import read_table
 
 SIGNATURE_COLUMNS = ("sig_id", "pert_id", "pert_name", "pert_type", "cell", "dose_um", "time_h",

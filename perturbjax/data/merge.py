@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 from perturbjax.graph.hetero import EdgeType, HeteroGraph
 
 MATCH_KEYS = ("drug_id", "inchikey", "name")

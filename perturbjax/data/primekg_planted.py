@@ -4,9 +4,9 @@ LINCS L1000 measures drugs, not PrimeKG, so a PrimeKG-scale run needs signatures
 own drug and gene nodes. Here they are planted, as in the demo: a drug perturbs its
 `drug_protein` targets, the perturbation spreads one and two `protein_protein` steps, and each
 cell line scales it gene by gene. The graph is a real `kg.csv` or, for the scale benchmarks,
-PrimeKG-size synthetic data written by `primekg.synthetic_primekg` (129,375 nodes, 8.1M rows).
-What a model reaches here measures the code's speed and memory at PrimeKG scale and whether it
-can learn through the graph; it is not a biological result.
+PrimeKG-size synthetic data written by `primekg_synthetic.synthetic_primekg` (129,375 nodes,
+8.1M rows). What a model reaches here measures the code's speed and memory at PrimeKG scale
+and whether it can learn through the graph; it is not a biological result.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import scipy.sparse as sp
 
 from perturbjax.data import registry
 from perturbjax.data.perturbation import PerturbationData
-from perturbjax.data.primekg import load_primekg, synthetic_primekg
+from perturbjax.data.primekg import load_primekg
+from perturbjax.data.primekg_synthetic import synthetic_primekg
 from perturbjax.graph.hetero import EdgeType
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from perturbjax.data.report import LoadReport
+from perturbjax.data.load_report import LoadReport
 
 
 @dataclasses.dataclass

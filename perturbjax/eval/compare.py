@@ -16,9 +16,12 @@ Statistics (with n runs, differences d_i = run i's value minus its paired refere
   * the paired difference's mean and its 95% t-interval, and the two-sided paired t-test
     (`scipy.stats.ttest_rel`) p-value, with Holm's step-down adjustment over the rows of the
     table (every row tested against the reference), for each metric.
-With n = 1 no interval or test exists (NaN in the CSV, "–" in the table). Rows are sorted by the
-effect on the first metric, the most harmful first. A baseline that scores the same in every
-group (baselines do not see a graph ablation) is listed once.
+With n = 1 no interval exists (NaN in the CSV, "–" in the table). A row with fewer than
+`MIN_PAIRS` (3) runs paired with the reference's is not tested: with 2 pairs a t-test has one
+degree of freedom, and its p-value is as likely to mislead as inform ("not testable" in the
+table, `testable` False and NaN p-values in the CSV; Holm's adjustment counts the tested rows).
+Rows are sorted by the effect on the first metric, the most harmful first. A baseline that
+scores the same in every group (baselines do not see a graph ablation) is listed once.
 
 Reads only files, so it works on run directories from anywhere, offline.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import glob
 import json
 import math
@@ -43,6 +47,8 @@ REPLICATE_KEYS = ("seed", "data.fold")  # what varies between the runs of one gr
 IGNORED_KEYS = ("baselines",)
 IGNORED_PREFIXES = ("wandb.",)
 TEST_NAME = "paired t-test (two-sided)"
+MIN_PAIRS = 3  # fewer paired runs: "not testable" (see the module docstring)
+NOT_TESTABLE = "not testable"
 
 
 @dataclasses.dataclass
@@ -328,7 +334,10 @@ def compare(groups: dict[str, list[dict]], metrics=None, part: str = "test",
         once = "baseline " + reference.split(": baseline ", 1)[1]
         reference = once if once in by_name else reference
     if reference is not None and reference not in by_name:
-        raise ValueError(f"--paired {reference!r} is not a row; rows are {sorted(by_name)}")
+        close = difflib.get_close_matches(reference, list(by_name), n=3)
+        raise ValueError(f"--paired {reference!r} is not a row"
+                         + (f"; close: {close}" if close else "")
+                         + f"; rows are {sorted(by_name)}")
     stats = {}
     for row in rows:
         for m in metrics:
@@ -346,13 +355,15 @@ def compare(groups: dict[str, list[dict]], metrics=None, part: str = "test",
             if row.name == reference:
                 stats[row.name, m].update(diff_mean=0.0, diff_ci95_low=math.nan,
                                           diff_ci95_high=math.nan, p_value=math.nan,
-                                          pairs=len(row.values))
+                                          pairs=len(row.values), testable=False)
                 continue
             d = _paired_difference(row, ref, m)
             dm, dh = _interval(d)
+            testable = len(d) >= MIN_PAIRS
             stats[row.name, m].update(diff_mean=dm, diff_ci95_low=dm - dh,
-                                      diff_ci95_high=dm + dh, p_value=_paired_p(d),
-                                      pairs=len(d))
+                                      diff_ci95_high=dm + dh,
+                                      p_value=_paired_p(d) if testable else math.nan,
+                                      pairs=len(d), testable=testable)
     if reference is not None:
         for m in metrics:
             others = [r.name for r in rows if r.name != reference]
@@ -366,6 +377,17 @@ def compare(groups: dict[str, list[dict]], metrics=None, part: str = "test",
             return (row.name != reference, sign * d if np.isfinite(d) else math.inf)
         rows = sorted(rows, key=effect)
     return Comparison(metrics, part, reference, rows, stats)
+
+
+def metric_unit(metric: str) -> str:
+    """What a metric's values are measured in, for axis labels."""
+    if "pearson" in metric or "spearman" in metric:
+        return "correlation (unitless, -1 to 1)"
+    if metric.startswith(("precision", "accuracy", "balanced_accuracy", "macro_f1")):
+        return "fraction (0 to 1)"
+    if metric in ("rmse", "mse", "mae"):
+        return "signature units (LINCS: moderated z-score)" + ("²" if metric == "mse" else "")
+    return "the metric's units"
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -461,18 +483,25 @@ def markdown(comparison: Comparison) -> str:
             else:
                 half = st["diff_ci95_high"] - st["diff_mean"]
                 short = f" ({st['pairs']} pairs)" if st["pairs"] < st["n"] else ""
+                tested = st.get("testable", True)
                 cells += [_num(st["diff_mean"], signed=True)
                           + (f" ± {half:.3f}" if np.isfinite(half) else "") + short,
-                          _p(st["p_value"]), _p(st["p_holm"])]
+                          _p(st["p_value"]) if tested else NOT_TESTABLE,
+                          _p(st["p_holm"]) if tested else NOT_TESTABLE]
         n = c.stats[row.name, m0]["n"]
         lines.append(f"| {row.name} | {n} | " + " | ".join(cells) + " |")
     legend = (f"{c.part.capitalize()} metrics: mean ± the half-width of its 95% t-interval over "
               f"the runs (seeds or folds).")
     if c.reference:
+        others = [r for r in c.rows if r.name != c.reference]
+        tested = sum(c.stats[r.name, m0].get("testable", True) for r in others)
         legend += (f" Δ: the paired difference (runs of the same seed and fold) to "
                    f"`{c.reference}` in {m0}, ± its 95% t-interval; p: {TEST_NAME} of that "
-                   f"difference; p (Holm): adjusted over the {len(c.rows) - 1} rows. Rows are "
+                   f"difference; p (Holm): adjusted over the {tested} tested rows. Rows are "
                    f"sorted by Δ, the most harmful first.")
+        if tested < len(others):
+            legend += (f" {NOT_TESTABLE.capitalize()}: fewer than {MIN_PAIRS} runs pair with "
+                       f"the reference's, too few for a test (train more seeds or folds).")
     return "\n".join(lines) + "\n\n" + legend
 
 
@@ -506,7 +535,8 @@ def forest_plot(comparison: Comparison, path: str, max_metrics: int = 3) -> None
             ax.plot(st["diff_mean"], yi, "o", color=colour, ms=4.5)
         ax.axvline(0.0, color="k", lw=0.8, ls="--")
         better = "higher" if _higher_is_better(m) else "lower"
-        ax.set_xlabel(f"Δ {m} ({better} is better)")
+        ax.set_xlabel(f"Δ {m}, {metric_unit(m)}\n(run − its paired reference run; {better} is "
+                      f"better)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y)
     axes[0][0].set_yticklabels([r.name for r in rows], fontsize=8)
@@ -527,6 +557,31 @@ def write_outputs(comparison: Comparison, directory: str) -> list[str]:
         paths.append(os.path.join(directory, "comparison_forest.png"))
         forest_plot(comparison, paths[-1])
     return paths
+
+
+def compare_roots(roots, *, wandb=(), metrics=None, part: str = "test",
+                  paired: str | None = None) -> tuple[Comparison, dict[str, list[dict]]]:
+    """Loads and groups the runs under `roots` (and W&B groups), and compares them: what
+    `perturbjax compare` and `perturbjax.compare` do. `paired` is a row or a group's name (its
+    model's row); default: the ablation sweep's "none" group, if any. Returns the comparison
+    and the groups.
+
+    Raises:
+      FileNotFoundError: a root holds no summary.json.
+      ValueError: a malformed run file, W&B group or reference (named).
+    """
+    if not roots and not wandb:
+        raise ValueError("give a ROOT of run directories or --wandb ENTITY/PROJECT/GROUP")
+    runs = load_runs(roots) if roots else []
+    for spec in wandb:
+        runs += load_wandb_runs(spec)
+    groups, reference = group_runs(runs)
+    if paired in groups:  # a group's label stands for its model's row
+        paired = f"{paired}: {groups[paired][0]['model']}"
+    elif paired is None and reference is not None:
+        paired = f"{reference}: {groups[reference][0]['model']}"
+    return compare(groups, metrics=[m for m in metrics or () if m] or None, part=part,
+                   reference=paired), groups
 
 
 def comparison_table(groups: dict[str, list[dict]], metrics=None, part: str = "test",

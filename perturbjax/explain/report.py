@@ -29,12 +29,11 @@ class ExplainError(ValueError):
 
 
 # ---- names ---------------------------------------------------------------------------------
-def node_names(run: TrainedRun) -> dict[str, np.ndarray]:
-    """Display names per node type, "name (id)" where the data source has names (Hetionet's
-    nodes.tsv, DrugBank's slim table), else the node ids."""
-    graph = run.task.graph
-    out = {t: np.asarray(ns.names, dtype=object) for t, ns in graph.nodes.items()}
-    if not run.config.data.source.startswith("hetionet"):
+def plain_names(graph, source: str, drug_type: str) -> dict[str, np.ndarray]:
+    """Names per node type where the data source has them (Hetionet's nodes.tsv, DrugBank's
+    slim table), "" where it has none (then the node id is all there is)."""
+    out = {t: np.full(ns.count, "", dtype=object) for t, ns in graph.nodes.items()}
+    if not source.startswith("hetionet"):
         return out
     from perturbjax.data import registry
     from perturbjax.data.hetionet import read_nodes
@@ -45,14 +44,21 @@ def node_names(run: TrainedRun) -> dict[str, np.ndarray]:
     try:
         slim = read_table(registry.path("drugbank/drugbank-slim.tsv"),
                           ("drugbank_id", "name", "inchikey")).frame
-        names.update({(run.task.data.drug_type, i): n
-                      for i, n in zip(slim["drugbank_id"], slim["name"])})
+        names.update({(drug_type, i): n for i, n in zip(slim["drugbank_id"], slim["name"])})
     except (OSError, ValueError):
         pass  # compound names then come from Hetionet alone
-    for t, ids in out.items():
-        out[t] = np.array([f"{names[(t, i)]} ({i})" if names.get((t, i)) else str(i)
-                           for i in ids], dtype=object)
+    for t, ns in graph.nodes.items():
+        out[t] = np.array([names.get((t, i)) or "" for i in ns.names], dtype=object)
     return out
+
+
+def node_names(run: TrainedRun) -> dict[str, np.ndarray]:
+    """Display names per node type, "name (id)" where the data source has names (see
+    `plain_names`), else the node ids."""
+    graph = run.task.graph
+    plain = plain_names(graph, run.config.data.source, run.task.data.drug_type)
+    return {t: np.array([f"{n} ({i})" if n else str(i) for i, n in zip(ns.names, plain[t])],
+                        dtype=object) for t, ns in graph.nodes.items()}
 
 
 def _find(kind: str, query: str, ids, labels) -> int:
@@ -68,7 +74,8 @@ def _find(kind: str, query: str, ids, labels) -> int:
     if len(hits) > 1:
         raise ExplainError(f"{kind} {query!r} matches {len(hits)} nodes: "
                            f"{[str(labels[k]) for k in hits[:5]]}; give the id")
-    close = difflib.get_close_matches(query, ids + [str(x).split(" (")[0] for x in labels], n=5)
+    candidates = list(dict.fromkeys(ids + [str(x).split(" (")[0] for x in labels]))
+    close = difflib.get_close_matches(query, candidates, n=5)
     raise ExplainError(f"{kind} {query!r} is not a node of the run's graph"
                        + (f"; close: {close}" if close else ""))
 
@@ -95,18 +102,41 @@ def find_condition(run: TrainedRun, drug: str, cell: str | None, names) -> tuple
 
 
 # ---- the explanation -----------------------------------------------------------------------
+class Explanation(dict):
+    """What `explain` found, as a JSON-friendly dict (the keys `explanation.json` holds), with
+    its report: `markdown()`, `write(directory)`; a notebook shows it as Markdown."""
+
+    def markdown(self, figures: list[str] = ()) -> str:
+        return markdown(self, figures)
+
+    def write(self, directory: str) -> list[str]:
+        """explanation.md, explanation.json and the figures in `directory`; their paths."""
+        return write_report(self, directory)
+
+    def _repr_markdown_(self) -> str:
+        return markdown(self)
+
+
 def explain(run: TrainedRun, drug: str, *, cell: str | None = None, genes: int = 10,
-            paths: int = 5, steps: int = 16, progress=None) -> dict:
-    """Everything the report shows, as a JSON-friendly dict (see the module docstring)."""
+            paths: int = 5, steps: int = 16, progress=None) -> Explanation:
+    """Everything the report shows (see the module docstring).
+
+    Signature values are in the data's units (LINCS: moderated z-scores); "effect" and
+    "measured_effect" are the predicted and the measured signature minus the training mean, the
+    part that is particular to this condition.
+
+    Raises:
+      ExplainError: an unknown drug or cell line (with close matches), or no measured condition.
+    """
     task, data = run.task, run.task.data
     names = node_names(run)
     condition, part = find_condition(run, drug, cell, names)
     d, c = int(data.drug[condition]), int(data.cell[condition])
     gene_names = names[data.gene_type][data.readout]
-    out = {"workdir": run.workdir, "model": run.config.model.name, "condition": condition,
-           "part": part, "drug": str(names[data.drug_type][d]),
-           "cell_line": str(names[data.cell_type][c]), "dose_um": float(data.dose[condition]),
-           "time_h": float(data.time[condition])}
+    out = Explanation(
+        workdir=run.workdir, model=run.config.model.name, condition=condition, part=part,
+        drug=str(names[data.drug_type][d]), cell_line=str(names[data.cell_type][c]),
+        dose_um=float(data.dose[condition]), time_h=float(data.time[condition]))
     if run.is_graph_network:
         f, topology = condition_function(run, condition)
         pred = np.asarray(f())
@@ -117,7 +147,8 @@ def explain(run: TrainedRun, drug: str, *, cell: str | None = None, genes: int =
     measured = data.signatures[condition]
     out["genes"] = [{"gene": str(gene_names[g]), "readout_index": int(g),
                      "predicted": float(pred[g]), "effect": float(effect[g]),
-                     "measured": float(measured[g])} for g in top]
+                     "measured": float(measured[g]),
+                     "measured_effect": float(measured[g] - task.train_mean[g])} for g in top]
     out["pearson_centered"] = float(np.corrcoef(effect, measured - task.train_mean)[0, 1])
     if run.is_graph_network:
         out.update(_graph_explanation(run, condition, f, topology, top, d, c, names, paths, steps,
@@ -238,10 +269,13 @@ def markdown(x: dict, figures: list[str] = ()) -> str:
              f"in {x['cell_line']}, {x['dose_um']:g} µM, {x['time_h']:g} h. Centred Pearson r of "
              f"the prediction with the measured signature: {x['pearson_centered']:.3f}.", "",
              "## Most affected predicted genes", "",
-             "| gene | predicted | predicted − training mean | measured |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {g['gene']} | {g['predicted']:.3f} | {g['effect']:+.3f} | {g['measured']:.3f} |"
-              for g in x["genes"]]
+             "Signature values in the data's units (LINCS: moderated z-scores); \"− training "
+             "mean\": minus the mean training signature, what is particular to this condition.",
+             "",
+             "| gene | predicted | measured | predicted − training mean | "
+             "measured − training mean |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {g['gene']} | {g['predicted']:.3f} | {g['measured']:.3f} | {g['effect']:+.3f} | "
+              f"{_measured_effect(x, g):+.3f} |" for g in x["genes"]]
     if "relations" in x:
         comp = x["completeness"]
         gap = np.max(np.abs(np.subtract(comp["sum_of_attributions"],
@@ -287,6 +321,11 @@ def markdown(x: dict, figures: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _measured_effect(x: dict, gene: dict) -> float:
+    """Measured minus the training mean (explanation.json files before it was kept: NaN)."""
+    return gene.get("measured_effect", float("nan"))
+
+
 def _figures(x: dict, directory: str) -> list[str]:
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
@@ -296,10 +335,13 @@ def _figures(x: dict, directory: str) -> list[str]:
     ax = fig.subplots()
     y = np.arange(len(genes))[::-1]
     ax.barh(y + 0.2, [g["effect"] for g in genes], height=0.4, label="predicted − training mean")
-    ax.barh(y - 0.2, [g["measured"] for g in genes], height=0.4, label="measured", color="0.6")
+    # Both bars on one scale: the signature minus the training mean, predicted and measured.
+    ax.barh(y - 0.2, [_measured_effect(x, g) for g in genes], height=0.4,
+            label="measured − training mean", color="0.6")
     ax.set_yticks(y)
     ax.set_yticklabels([g["gene"] for g in genes], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("signature − training mean (the data's units; LINCS: moderated z-score)")
     ax.legend(fontsize=8)
     ax.set_title(f"{x['drug']}: most affected predicted genes", fontsize=10)
     fig.tight_layout()
@@ -311,9 +353,10 @@ def _figures(x: dict, directory: str) -> list[str]:
         axes = fig.subplots(1, 2, sharey=True)
         y = np.arange(len(rel))[::-1]
         axes[0].barh(y, [r["ig_share"] for r in rel])
-        axes[0].set_xlabel("share of |integrated gradients|")
+        axes[0].set_xlabel("share of |integrated gradients|\n(fraction of the total)", fontsize=9)
         axes[1].barh(y, [r["occlusion"] for r in rel], color="C1")
-        axes[1].set_xlabel("occlusion: change of the genes' predictions")
+        axes[1].set_xlabel("occlusion: norm of the genes' prediction change\n(signature units)",
+                           fontsize=9)
         axes[0].set_yticks(y)
         axes[0].set_yticklabels([r["relation"] for r in rel], fontsize=8)
         fig.suptitle(f"{x['drug']}: relations behind the prediction", fontsize=10)

@@ -16,21 +16,18 @@ by receiver) per edge type.
 
 The padding budget is fixed at construction, type by type and relation by relation, so a
 training run compiles its step once. `budget="bound"` is an upper bound from the graph's degrees
-and the fan-outs, so every subgraph fits, but it is loose: on the Hetionet consensus graph (512
-seeds, fan-outs 8, 4) it is 39k nodes and 156k edges for subgraphs of about 8.6k nodes and 18k
-edges, and the step pays for the padding. `budget="calibrated"` (the default) samples a few
+and the fan-outs, so every subgraph fits, but it is loose (several times the subgraphs' sizes),
+and the step pays for the padding. `budget="calibrated"` (the default) samples a few
 subgraphs around representative seeds first and sizes every block at the largest size seen
 plus a margin: three standard deviations of the sizes seen, at least 5% of the largest, plus 16
-(never above the bound). Subgraph sizes vary little between batches, so this leaves far less
-padding than 1.25 times the largest did (at PrimeKG size, 512 seeds, fan-outs 8, 4: 63,752
-node slots for 59,236 nodes on average, against 75,760), and every padding slot costs the step
-as much as a real one. A later subgraph that would still overflow a block is
-trimmed to fit: a type keeps its earliest-reached nodes (seeds first, so only far nodes go)
-and the edges among them, a relation a random subset of its edges, and the edges of its
-latest-reached senders beyond its sender budget; `sampler.trimmed` counts what was dropped and
-the first trim is logged as a warning. Each relation's distinct senders are budgeted
-(`Layout.active_sources`: calibrated likewise, never above min(its edge budget, its source
-type's node budget), which always holds), so the step transforms only them.
+(never above the bound). Subgraph sizes vary little between batches, so this leaves little
+padding, and every padding slot costs the step as much as a real one. A later subgraph that
+would still overflow a block is trimmed to fit: a type keeps its earliest-reached nodes (seeds
+first, so only far nodes go) and the edges among them, a relation a random subset of its edges,
+and the edges of its latest-reached senders beyond its sender budget; `sampler.trimmed` counts
+what was dropped and the first trim is logged as a warning. Each relation's distinct senders
+are budgeted (`Layout.active_sources`: calibrated likewise, never above min(its edge budget,
+its source type's node budget), which always holds), so the step transforms only them.
 
 Subgraphs are laid out in the blocks of `perturbjax.graph.topology.Layout`
 (`sampler.layout`): type t's nodes fill the range of its node budget (in the order they were
@@ -49,7 +46,8 @@ import jraph
 import numpy as np
 
 from perturbjax.graph.hetero import HeteroGraph
-from perturbjax.graph.padding import GraphSchema, PaddingBudget, _round_up, flat_nodes
+from perturbjax.graph.padding import PaddingBudget, _round_up, flat_nodes
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Layout, RelationBlock, host_sources
 
 log = logging.getLogger(__name__)
@@ -57,8 +55,7 @@ BUDGETS = ("calibrated", "bound")
 
 
 def _distinct(x: np.ndarray) -> np.ndarray:
-    """`np.unique(x)` by a sort: numpy 2.4's hash-based unique is several times slower on a
-    PrimeKG-size subgraph's edge keys (int64, about 134k)."""
+    """`np.unique(x)` by a sort (numpy 2.4's hash-based unique is slower on edge keys)."""
     x = np.sort(x)
     return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
 

@@ -41,7 +41,7 @@ import jraph
 import numpy as np
 
 from perturbjax.graph.hetero import HeteroGraph
-from perturbjax.graph.padding import GraphSchema
+from perturbjax.graph.schema import GraphSchema
 
 
 class RelationBlock(NamedTuple):

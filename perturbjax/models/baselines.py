@@ -255,7 +255,7 @@ class _MLP(nnx.Module):
         return self.out(x)
 
 
-class MLP(_Standardised):
+class SignatureMLP(_Standardised):
     """Two-hidden-layer MLP; the epoch is chosen by validation score (early stopping)."""
 
     name = "mlp"
@@ -318,10 +318,10 @@ class MLP(_Standardised):
 
 
 BASELINES = {cls.name: cls for cls in (ZeroSignature, MeanSignature, TanimotoKNN, TanimotoRidge,
-                                       Ridge, TargetRidge, FingerprintRidge, MLP)}
+                                       Ridge, TargetRidge, FingerprintRidge, SignatureMLP)}
 
 
 def make_baseline(name: str, seed: int = 0) -> Baseline:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known baselines are {sorted(BASELINES)}")
-    return MLP(seed=seed) if name == "mlp" else BASELINES[name]()
+    return SignatureMLP(seed=seed) if name == "mlp" else BASELINES[name]()

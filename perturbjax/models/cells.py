@@ -14,6 +14,7 @@ every sample, so projected once per node) and optionally a learned vector per no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,6 @@ from perturbjax.graph.aggregate import segment_softmax
 from perturbjax.graph.propagate import edge_softmax, propagate
 from perturbjax.graph.topology import Topology
 
-LAYERS = ("gcn", "gat", "gin", "transformer")
 READOUTS = ("genes", "mean", "attention")
 
 
@@ -128,16 +128,14 @@ class TransformerLayer(nnx.Module):
         return out.reshape(out.shape[:-2] + (-1,)) + self.skip(h)
 
 
-def make_layer(name: str, in_dim: int, out_dim: int, heads: int, rngs: nnx.Rngs) -> nnx.Module:
-    if name == "gcn":
-        return GCNLayer(in_dim, out_dim, rngs=rngs)
-    if name == "gin":
-        return GINLayer(in_dim, out_dim, rngs=rngs)
-    if name == "gat":
-        return GATLayer(in_dim, out_dim, heads, rngs=rngs)
-    if name == "transformer":
-        return TransformerLayer(in_dim, out_dim, heads, rngs=rngs)
-    raise ValueError(f"unknown cell-graph layer {name!r}; expected one of {LAYERS}")
+CELL_LAYERS: dict[str, Callable[[int, int, int, nnx.Rngs], nnx.Module]] = {
+    "gcn": lambda in_dim, out_dim, heads, rngs: GCNLayer(in_dim, out_dim, rngs=rngs),
+    "gat": lambda in_dim, out_dim, heads, rngs: GATLayer(in_dim, out_dim, heads, rngs=rngs),
+    "gin": lambda in_dim, out_dim, heads, rngs: GINLayer(in_dim, out_dim, rngs=rngs),
+    "transformer": lambda in_dim, out_dim, heads, rngs: TransformerLayer(in_dim, out_dim, heads,
+                                                                         rngs=rngs),
+}
+"""The cell-graph layers, by `config.model.name`: ``make(in_dim, out_dim, heads, rngs)``."""
 
 
 class CellGraphClassifier(nnx.Module):
@@ -148,7 +146,7 @@ class CellGraphClassifier(nnx.Module):
       text_dim: width of the node text features (0: none).
       num_nodes: N; with `node_embedding` > 0 a learned vector of that width per node (only for
         graphs whose nodes are the same in every split, as here: genes).
-      layer: one of `LAYERS`.
+      layer: a key of `CELL_LAYERS`.
       readout: "genes" (a gene-level head: each node's state is scored per class, `h_n W`,
         and weighed by a learned per-node, per-class weight `g[n, k]`, so a logit is the sum of
         per-node contributions, exactly: `node_contributions`; it keeps which gene carries which
@@ -165,7 +163,10 @@ class CellGraphClassifier(nnx.Module):
         self.value_in = nnx.Linear(1, hidden, rngs=rngs)
         self.text_in = nnx.Linear(text_dim, hidden, use_bias=False, rngs=rngs) if text_dim else None
         self.embedding = (nnx.Embed(num_nodes, hidden, rngs=rngs) if node_embedding else None)
-        self.layers = nnx.List([make_layer(layer, hidden, hidden, heads, rngs)
+        if layer not in CELL_LAYERS:
+            raise ValueError(f"unknown cell-graph layer {layer!r}; expected one of "
+                             f"{tuple(CELL_LAYERS)}")
+        self.layers = nnx.List([CELL_LAYERS[layer](hidden, hidden, heads, rngs)
                                 for _ in range(num_layers)])
         self.gate = nnx.Linear(hidden, 1, rngs=rngs) if readout == "attention" else None
         self.head = nnx.Linear(hidden, num_classes, rngs=rngs)

@@ -103,7 +103,7 @@ class LogisticRegression(_Gradient):
         return x @ p["w"] + p["b"]
 
 
-class MLP(_Gradient):
+class MLPClassifier(_Gradient):
     name = "mlp"
     grid = tuple({"hidden": 256, "dropout": 0.2, "l2": l2, "lr": 1e-3} for l2 in (1e-4, 1e-2))
 
@@ -128,7 +128,7 @@ class MLP(_Gradient):
 
 
 def make_classifier(name: str):
-    models = {"majority": Majority, "logreg": LogisticRegression, "mlp": MLP}
+    models = {"majority": Majority, "logreg": LogisticRegression, "mlp": MLPClassifier}
     if name not in models:
         raise ValueError(f"unknown baseline {name!r}; expected one of {CLASSIFIERS}")
     return models[name]()

@@ -15,31 +15,21 @@ encoder's drug embeddings, so the graph network learns which drugs should count 
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import propagate, symmetric_norm_weights
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
-from perturbjax.models.layers import HGT, RGCN, HeteroGAT, TypedInputProjection
+from perturbjax.models.kernel_ridge import KernelRidgeReadout, query_rows
+from perturbjax.models.layers import TypedInputProjection
 
-ENCODERS = ("hetero_gat", "rgcn", "hgt")
-
-
-def make_layer(name: str, schema: GraphSchema, dim: int, *, heads: int, bases: int | None,
-               rngs: nnx.Rngs) -> nnx.Module:
-    num_relations = len(schema.edge_types)
-    if name == "hetero_gat":
-        return HeteroGAT(dim, dim, num_relations, num_heads=heads, rngs=rngs)
-    if name == "rgcn":
-        return RGCN(dim, dim, num_relations, num_bases=bases, rngs=rngs)
-    if name == "hgt":
-        return HGT(dim, dim, len(schema.node_types), num_relations, num_heads=heads, rngs=rngs)
-    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
+# `make(schema, dim, rngs)` -> a layer `(h [N, ..., dim], topology) -> [N, ..., dim]`
+# (`perturbjax.models.registry.layer_factory` makes one from a registered layer's name).
+LayerFactory = Callable[[GraphSchema, int, nnx.Rngs], nnx.Module]
 
 
 class KGEncoder(nnx.Module):
@@ -48,11 +38,25 @@ class KGEncoder(nnx.Module):
     Returns every block's output side by side (jumping knowledge): a drug's k-hop and a gene's
     j-hop views then meet directly in the decoder, which is how "a target's perturbation reaches
     genes j + k steps away" becomes a bilinear score.
+
+    Args:
+      schema: the graph's node types, feature widths and edge types.
+      layer: ``make(schema, hidden, rngs)`` -> one message-passing layer (`LayerFactory`).
+      hidden: node embedding width.
+      num_layers: message-passing blocks.
+      dropout: dropout rate on each block's update (training only).
+      rngs: parameter RNGs.
+      embedded_types: node types given a learned vector per node.
+      num_nodes: size of the node id range those vectors are indexed by (needed with
+        `embedded_types`).
+
+    Shapes:
+      returns ``[N, hidden * (num_layers + 1)]``, 0 on padded nodes.
     """
 
-    def __init__(self, schema: GraphSchema, *, layer: str, hidden: int, num_layers: int,
-                 heads: int, bases: int | None, dropout: float, rngs: nnx.Rngs,
-                 embedded_types: tuple[str, ...] = (), num_nodes: int = 0):
+    def __init__(self, schema: GraphSchema, *, layer: LayerFactory, hidden: int, num_layers: int,
+                 dropout: float, rngs: nnx.Rngs, embedded_types: tuple[str, ...] = (),
+                 num_nodes: int = 0):
         self.input = TypedInputProjection(schema.feature_widths, hidden, rngs=rngs)
         # A learned vector per node of the `embedded_types` (e.g. genes, which Hetionet gives no
         # features): without it, featureless nodes of one type differ only by their
@@ -66,15 +70,25 @@ class KGEncoder(nnx.Module):
         self.embedded = tuple(t in embedded_types for t in schema.node_types)
         self.node_embedding = (nnx.Param(nnx.initializers.normal(stddev=0.1)(
             rngs.params(), (num_nodes, hidden))) if embedded_types else None)
-        self.layers = nnx.List([make_layer(layer, schema, hidden, heads=heads, bases=bases, rngs=rngs)
-                                for _ in range(num_layers)])
+        self.layers = nnx.List([layer(schema, hidden, rngs) for _ in range(num_layers)])
         self.norms = nnx.List([nnx.LayerNorm(hidden, rngs=rngs) for _ in range(num_layers)])
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, topology: Topology, nodes: dict, *, rngs: nnx.Rngs | None = None,
                  deterministic: bool = True) -> jax.Array:
-        """Embeds every node: `nodes` holds "features" `[N, F]` and "id" `[N]` (the node's
-        position in the full graph, which learned node vectors index)."""
+        """Embeds every node.
+
+        Args:
+          topology: the graph structure.
+          nodes: "features" ``[N, F]`` (each type's columns left-aligned) and "id" ``[N]`` (the
+            node's position in the full graph, which learned node vectors index).
+          rngs: dropout RNGs (training).
+          deterministic: no dropout when True.
+
+        Returns:
+          float32 ``[N, hidden * (num_layers + 1)]``: the input projection and every block's
+          output, side by side.
+        """
         mask = topology.node_mask[:, None]
         h = self.input(nodes["features"], topology)
         if self.node_embedding is not None:
@@ -141,158 +155,37 @@ class SignalPropagation(nnx.Module):
 
 
 DECODERS = ("bilinear", "kernel_ridge")
-_glorot_views = nnx.initializers.glorot_uniform(in_axis=-2, out_axis=-1, batch_axis=0)
-
-
-HYPER_RATE = 30.0
-
-
-def scaled_hyper(value: float, shape: tuple = ()) -> nnx.Param:
-    """A kernel hyperparameter initialised to `value`, stored divided by HYPER_RATE (read it
-    with `hyper`): Adam moves a parameter by about the learning rate a step, far too slowly for
-    log-scale hyperparameters next to network weights. A float32 array, not a weakly typed
-    scalar, whose first update would change its type and recompile the train step."""
-    return nnx.Param(jnp.full(shape, value / HYPER_RATE, jnp.float32))
-
-
-def hyper(param: nnx.Param) -> jax.Array:
-    return param[...] * HYPER_RATE
-
-
-def tanimoto_similarity(x_a: jax.Array, x_b: jax.Array) -> jax.Array:
-    """[n_a, n_b] Tanimoto similarity of binary fingerprints (0 where both are empty)."""
-    dot = x_a @ x_b.T
-    union = jnp.sum(x_a * x_a, 1)[:, None] + jnp.sum(x_b * x_b, 1)[None] - dot
-    return jnp.where(union > 0, dot / jnp.where(union > 0, union, 1.0), 0.0)
-
-
-def leave_out_groups(labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """`ridge_predict`'s groups of support rows with equal `labels` [S] (host-side, numpy):
-    member matrices [n_groups, size] (-1 padded), groups bucketed by size to powers of two so
-    that one large group (a common scaffold) does not pad every other to its size."""
-    _, group, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    rows = np.split(np.argsort(group, kind="stable"), np.cumsum(sizes)[:-1])
-    width = 1 << np.ceil(np.log2(sizes)).astype(int)
-    buckets = []
-    for w in np.unique(width):
-        members = np.full((int((width == w).sum()), int(w)), -1, np.int32)
-        for i, g in enumerate(np.flatnonzero(width == w)):
-            members[i, :sizes[g]] = rows[g]
-        buckets.append(members)
-    return tuple(buckets)
-
-
-def query_rows(support_row: jax.Array | None, query: jax.Array) -> jax.Array:
-    """The queries' support rows, -1 (not in the support) for all when none are given."""
-    return jnp.full(query.shape[0], -1, jnp.int32) if support_row is None else support_row
-
-
-def ridge_predict(k_ss: jax.Array, k_qs: jax.Array, y_support: jax.Array, penalty: jax.Array,
-                  query_support_index: jax.Array, groups: tuple | None = None) -> jax.Array:
-    """[B, G] kernel ridge predictions of B queries from the support's signatures [S, G]: a
-    query that is support row i (`query_support_index`, else -1) gets its closed-form
-    leave-one-out prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`, any other `k(q, S) alpha`.
-
-    With `groups` (member matrices of groups of support rows, -1 padded: `leave_out_groups`),
-    a support row is predicted with its whole group left out, as a split holds out a whole cell
-    line or scaffold: the residual of group g is `([(K + lambda I)^-1]_gg)^-1 alpha_g` (the block
-    form of the same identity).
-    """
-    n = k_ss.shape[0]
-    chol = jnp.linalg.cholesky(k_ss + penalty * jnp.eye(n))
-    inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(n))
-    alpha = inverse @ y_support                                          # [S, G]
-    if groups is None:
-        residual = alpha / jnp.diagonal(inverse)[:, None]
-    else:
-        residual = jnp.zeros_like(alpha)
-        for members in groups:
-            real = members >= 0
-            m = jnp.maximum(members, 0)
-            both = real[:, :, None] & real[:, None, :]
-            block = jnp.where(both, inverse[m[:, :, None], m[:, None, :]],
-                              jnp.eye(members.shape[1]))
-            by_group = jnp.einsum("gij,gjk->gik", jnp.linalg.inv(block),
-                                  jnp.where(real[..., None], alpha[m], 0.0))
-            residual = residual.at[jnp.where(real, members, n)].set(by_group, mode="drop")
-    row = jnp.maximum(query_support_index, 0)
-    return jnp.where((query_support_index >= 0)[:, None], y_support[row] - residual[row],
-                     k_qs @ alpha)
-
-
-class KernelRidgeReadout(nnx.Module):
-    """Kernel ridge over the training ("support") drugs in a learned kernel of their embeddings.
-
-    One kernel per view of the encoder (its input projection and each block's output: the
-    drug's own features, then what 1, 2, ... hops bring), mixed with learned weights:
-    `K = sum_v w_v exp(s_v (cos(P_v h_a, P_v h_b) - 1))`, keys centred on the support's mean so
-    that what every drug shares does not make them all alike; and one more view, the Tanimoto
-    similarity of the drug nodes' raw input features (fingerprints) raised to a learned power,
-    which no projection to a few dozen dimensions keeps as sharp. A learned sharpness s_v (a high
-    one keeps only close neighbours, as a high Tanimoto power does) and a learned penalty. This
-    is deep kernel learning (Wilson et al. 2016) with a graph encoder: kernel ridge's
-    closed-form solve does what a few hundred training drugs cannot teach a free decoder, and
-    the encoder only has to say which drugs are alike.
-
-    A support drug is predicted from the other support drugs (the closed-form leave-one-out
-    prediction `y_i - alpha_i / [(K + lambda I)^-1]_ii`), so training never shows a drug its
-    own signature (the label trick) and the loss is a held-out one; a drug outside the support
-    (validation, test, new) gets `k(q, S) alpha`. Signatures are regressed raw, so a drug
-    unlike every support drug is predicted to change little.
-    """
-
-    def __init__(self, view_width: int, num_views: int, dim: int, *, rngs: nnx.Rngs):
-        self.keys = nnx.Param(_glorot_views(rngs.params(), (num_views, view_width, dim)))
-        self.log_sharpness = scaled_hyper(math.log(8.0), (num_views,))
-        self.log_tanimoto_power = scaled_hyper(math.log(4.0))
-        self.view_logits = scaled_hyper(0.0, (num_views + 1,))  # the last: the Tanimoto view
-        self.log_penalty = scaled_hyper(math.log(0.3))
-
-    def _keys(self, h: jax.Array, centre: jax.Array) -> jax.Array:
-        """Unit keys [V, n, dim] of embeddings [n, V * view_width]."""
-        v, width, _ = self.keys.shape
-        k = jnp.einsum("nvw,vwd->vnd", h.reshape(h.shape[0], v, width), self.keys[...])
-        k = k - centre
-        return k / jnp.sqrt(jnp.sum(k * k, -1, keepdims=True) + 1e-12)
-
-    def kernel(self, a: jax.Array, b: jax.Array, x_a: jax.Array, x_b: jax.Array) -> jax.Array:
-        """[n_a, n_b] kernel of unit keys [V, n, dim] and raw features [n, F]."""
-        sharpness = jnp.exp(hyper(self.log_sharpness))[:, None, None]
-        mix = jax.nn.softmax(hyper(self.view_logits))
-        views = jnp.exp(sharpness * (jnp.einsum("vad,vbd->vab", a, b) - 1.0))
-        power = jnp.exp(hyper(self.log_tanimoto_power))
-        chem = jnp.exp(power * jnp.log(jnp.maximum(tanimoto_similarity(x_a, x_b), 1e-12)))
-        return jnp.einsum("v,vab->ab", mix[:-1], views) + mix[-1] * chem
-
-    def __call__(self, h_query: jax.Array, h_support: jax.Array, x_query: jax.Array,
-                 x_support: jax.Array, y_support: jax.Array,
-                 query_support_index: jax.Array) -> jax.Array:
-        """[B, G] predictions for B queries from their embeddings h and input features x;
-        `query_support_index[b]` is query b's row in the support (it is then predicted
-        leave-one-out) or -1."""
-        v, width, _ = self.keys.shape
-        centre = jnp.einsum("vw,vwd->vd", h_support.reshape(-1, v, width).mean(0),
-                            self.keys[...])[:, None]
-        q, s = self._keys(h_query, centre), self._keys(h_support, centre)
-        return ridge_predict(self.kernel(s, s, x_support, x_support),
-                             self.kernel(q, s, x_query, x_support), y_support,
-                             jnp.exp(hyper(self.log_penalty)), query_support_index)
 
 
 class PerturbationModel(nnx.Module):
-    """Predicts [B, G] differential expression for B conditions over G readout genes."""
+    """Predicts [B, G] differential expression for B conditions over G readout genes.
 
-    def __init__(self, schema: GraphSchema, num_readout: int, *, layer: str = "hetero_gat",
-                 hidden: int = 64, num_layers: int = 2, heads: int = 4, bases: int | None = None,
-                 dropout: float = 0.0, num_covariates: int = 2, channels: int = 8,
+    Args:
+      schema: the graph's node types, feature widths and edge types.
+      num_readout: G, the readout genes.
+      layer: the encoder's message-passing layer (`LayerFactory`; the registry's
+        `layer_factory(name, config)` makes one).
+      hidden, num_layers, dropout, embedded_types, num_nodes: the encoder's (`KGEncoder`).
+      num_covariates: width of a condition's covariates (dose, time).
+      channels: width of the drug signal `SignalPropagation` spreads.
+      steps: its hops (0: no signal propagation).
+      readout_embedding: a free vector per readout gene.
+      decoder: "bilinear" or "kernel_ridge" (`KernelRidgeReadout`).
+      kernel_dim: width of the kernel-ridge decoder's drug keys.
+      rngs: parameter RNGs.
+    """
+
+    def __init__(self, schema: GraphSchema, num_readout: int, *, layer: LayerFactory,
+                 hidden: int = 64, num_layers: int = 2, dropout: float = 0.0,
+                 num_covariates: int = 2, channels: int = 8,
                  steps: int = 3, readout_embedding: bool = False,
                  embedded_types: tuple[str, ...] = (), num_nodes: int = 0,
                  decoder: str = "bilinear", kernel_dim: int = 64, rngs: nnx.Rngs):
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {DECODERS}")
         self.encoder = KGEncoder(schema, layer=layer, hidden=hidden, num_layers=num_layers,
-                                 heads=heads, bases=bases, dropout=dropout, rngs=rngs,
-                                 embedded_types=embedded_types, num_nodes=num_nodes)
+                                 dropout=dropout, rngs=rngs, embedded_types=embedded_types,
+                                 num_nodes=num_nodes)
         width = hidden * (num_layers + 1)  # the encoder's jumping-knowledge output
         self.hidden = hidden
         self.kernel_readout = (KernelRidgeReadout(hidden, num_layers + 1, kernel_dim,
@@ -320,11 +213,27 @@ class PerturbationModel(nnx.Module):
                  covariates: jax.Array, readout: jax.Array, *, support: dict | None = None,
                  support_row: jax.Array | None = None, rngs: nnx.Rngs | None = None,
                  deterministic: bool = True) -> jax.Array:
-        """Args: the graph's topology and node inputs (see `KGEncoder`), node positions (in the
-        topology's numbering) of each condition's drug [B] and cell line [B], covariates
-        [B, num_covariates], readout genes [G]; for the kernel-ridge decoder, `support`: the
-        training drugs' positions "drug" [S] and their signatures "signature" [S, G], and
-        `support_row` [B], each condition's row in the support (-1 outside it; default all)."""
+        """Predicts the conditions' signatures.
+
+        Args:
+          topology, nodes: the graph and its node inputs (see `KGEncoder.__call__`).
+          drug: ``[B]`` each condition's drug node (position in the topology's numbering).
+          cell: ``[B]`` each condition's cell-line node.
+          covariates: ``[B, num_covariates]``.
+          readout: ``[G]`` the readout genes' nodes.
+          support: kernel-ridge decoder only: the training drugs' nodes "drug" ``[S]`` and
+            their signatures "signature" ``[S, G]``.
+          support_row: kernel-ridge decoder only: ``[B]`` each condition's row in the support
+            (it is then predicted leave-one-out), -1 outside it; default all -1.
+          rngs: dropout RNGs (training).
+          deterministic: no dropout when True.
+
+        Returns:
+          float32 ``[B, G]`` predicted differential expression.
+
+        Raises:
+          ValueError: the kernel-ridge decoder without `support`.
+        """
         h = self.encoder(topology, nodes, rngs=rngs, deterministic=deterministic)
         if self.kernel_readout is not None:
             if support is None:

@@ -49,10 +49,10 @@ import numpy as np
 from flax import nnx
 
 from perturbjax.graph.aggregate import segment_sum
-from perturbjax.graph.padding import GraphSchema
 from perturbjax.graph.propagate import propagate
+from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
-from perturbjax.models.perturbation import (HYPER_RATE, hyper, query_rows, ridge_predict,
+from perturbjax.models.kernel_ridge import (HYPER_RATE, hyper, query_rows, ridge_predict,
                                            scaled_hyper, tanimoto_similarity)
 
 

@@ -26,7 +26,7 @@ from perturbjax.data.tosg import EDGE_FILES, EMBEDDING_FILES, TOSGDataset, TOSGE
 from perturbjax.eval.metrics import classification_metrics
 from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 from perturbjax.graph.topology import Topology
-from perturbjax.models.cells import LAYERS, READOUTS, CellGraphClassifier
+from perturbjax.models.cells import CELL_LAYERS, READOUTS, CellGraphClassifier
 from perturbjax.models.classifiers import CLASSIFIERS, make_classifier
 from perturbjax.tasks.base import SelectionMetric
 from perturbjax.train.settings import at_least, config_checker, loop_config, validate_loop_config
@@ -61,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.baseline_features = 4096  # baselines see the most variable nodes (training std), at most
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "gcn"  # a layer (gcn, gat, gin, transformer) or a baseline's name
+    c.model.name = "gcn"  # a key of models/cells.py's CELL_LAYERS or of CLASSIFIERS
     c.model.hidden = 32
     c.model.num_layers = 2
     c.model.heads = 2
@@ -99,7 +99,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     need("data.validation_fraction", lambda v: v + c.data.test_fraction < 1,
          f"a fraction with data.test_fraction ({c.data.test_fraction}) summing below 1")
     need("data.baseline_features", at_least(1), "an integer >= 1")
-    models = LAYERS + CLASSIFIERS
+    models = tuple(CELL_LAYERS) + CLASSIFIERS
     need("model.name", lambda v: v in models, f"one of {models}")
     need("baselines", lambda v: set(v) <= set(CLASSIFIERS), f"names from {CLASSIFIERS}")
     for key in ("model.hidden", "model.num_layers", "model.heads"):

@@ -1,6 +1,8 @@
 """Run logging: every metric goes to `metrics.jsonl`; W&B gets the same when enabled.
 
-The JSONL file is the source of truth (comparisons work offline); W&B is a view of it.
+The JSONL file is the source of truth (comparisons work offline); W&B is a view of it. W&B says
+one line per run on stderr (where the run is, or how to upload an offline one); its own messages
+go to its log file in the workdir (`wandb/*run-*/logs/debug.log`, named in that line).
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ def wandb_mode(config: ml_collections.ConfigDict) -> str:
     return "online" if has_key else "offline"
 
 
+def wandb_line(run, mode: str) -> str:
+    """The one line a W&B run gets on the console."""
+    settings = run.settings
+    if mode == "offline":
+        return (f"W&B offline run in {settings.sync_dir} (its messages: logs/debug.log there); "
+                f"upload it with `wandb sync {settings.sync_dir}`")
+    return f"W&B run {run.url} (its messages: {settings.log_user})"
+
+
 class RunLogger:
     """Appends one JSON object per call to `workdir/metrics.jsonl`, mirrors it to W&B.
 
@@ -69,7 +80,9 @@ class RunLogger:
                 project=config.wandb.project, entity=config.wandb.entity or None,
                 group=(experiment if group is None else group) or None,
                 job_type=(variant if job_type is None else job_type) or None, tags=list(config.wandb.tags),
-                config=config.to_dict(), dir=workdir, mode=mode)
+                config=config.to_dict(), dir=workdir, mode=mode,
+                settings=wandb.Settings(silent=True))  # its messages go to its debug.log
+            print(f"perturbjax: {wandb_line(self._wandb, mode)}", file=sys.stderr)
 
     def log(self, step: int, split: str, metrics: dict) -> None:
         if self._file is None:

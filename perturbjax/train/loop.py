@@ -10,6 +10,8 @@ final test evaluation, and the run directory:
     WORKDIR/metrics.jsonl  one JSON object per logged train step or evaluation
     WORKDIR/summary.json   {"validation": {...}, "test": {...}, "baselines": {name: {...}}, ...}
     WORKDIR/<name>.json    the task's own records (e.g. split.json: the indices of every part)
+    WORKDIR/parts.json     perturbation runs: each part's drugs and cell lines and the readout
+                           genes, ids and names (`perturbjax runs show` lists them without data)
     WORKDIR/checkpoints/   every `train.checkpoint.every` steps (see `checkpoint.py`)
     WORKDIR/model.npz      the validation-selected parameters, when training ends (what
                            `perturbjax explain` and `predict` load)
@@ -58,6 +60,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from perturbjax.config import config_to_json
+from perturbjax.runs import PARTS_FILE, parts_record
 from perturbjax.tasks import default_config, make_task, validate_config
 from perturbjax.train.batching import eval_batches, train_batches
 from perturbjax.train.checkpoint import (Checkpoints, Preempted, StopSignals, check_workdir_config,
@@ -196,6 +199,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, exper
         _write(os.path.join(workdir, "config.json"), config_json)
         for name, record in task.artifacts().items():
             _write(os.path.join(workdir, name), json.dumps(record))
+        parts = parts_record(task)
+        if parts is not None:
+            _write(os.path.join(workdir, PARTS_FILE), json.dumps(parts))
     ckpt = Checkpoints(workdir, config.train.checkpoint.keep)
     resume = None if task.model_is_baseline else ckpt.latest_step()
     loop_state = ckpt.read_json(resume)["loop"] if resume is not None else None

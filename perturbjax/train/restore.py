@@ -81,14 +81,7 @@ def load_run(workdir: str) -> TrainedRun:
     task = make_task(config)
     run = TrainedRun(workdir, config, task)
     if task.model_is_baseline:
-        from perturbjax.tasks.perturbation import GRAPH_HOST_MODELS
-        from perturbjax.models.baselines import make_baseline
-
-        name = config.model.name
-        if name in GRAPH_HOST_MODELS:
-            run.host_model, data = GRAPH_HOST_MODELS[name](), task.graph_data()
-        else:
-            run.host_model, data = make_baseline(name, seed=config.seed), task.baseline_data
+        run.host_model, data = task.make_host_model(config.model.name)
         run.host_model.fit(data, task.split.train, task.split.validation)
         run.host_data = data
         return run
