@@ -265,13 +265,17 @@ def test_a_cell_graph_run_logs_to_wandb_and_launches_as_a_sweep(root, tmp_path, 
         def finish(self):
             pass
 
+        settings = types.SimpleNamespace(sync_dir="wandb/offline-run-x", log_user="debug.log")
+
     fake = types.ModuleType("wandb")
     fake.init = lambda **kwargs: init.update(kwargs) or FakeRun()
+    fake.Settings = lambda **kwargs: kwargs
     monkeypatch.setitem(sys.modules, "wandb", fake)
     config = _config(root, "wandb.mode=offline", "baselines=[]")
     train_and_evaluate(config, str(tmp_path / "run"), experiment="tosg_celltype",
                        variant="test", progress=False)
     assert init["group"] == "tosg_celltype" and init["job_type"] == "test"
+    assert init["settings"] == {"silent": True}  # W&B's own messages stay off the console
     keys = {k for _, metrics in logged for k in metrics}
     assert {"train/loss", "train/accuracy", "validation/macro_f1", "final_test/macro_f1"} <= keys
     main(["launch", "--config", f"{EXPERIMENT}:model=gat", "--sweep", "--root",

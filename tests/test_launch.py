@@ -249,8 +249,11 @@ def test_run_logger_passes_group_and_job_type_to_wandb(tmp_path, monkeypatch):
         def finish(self):
             pass
 
+        settings = types.SimpleNamespace(sync_dir="wandb/offline-run-x", log_user="debug.log")
+
     fake = types.ModuleType("wandb")
     fake.init = lambda **kwargs: seen.update(kwargs) or FakeRun()
+    fake.Settings = lambda **kwargs: kwargs
     monkeypatch.setitem(sys.modules, "wandb", fake)
     config = load_config(f"{DEMO}:test")
     config.wandb.mode = "offline"
