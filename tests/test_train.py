@@ -68,7 +68,7 @@ def test_full_run_writes_run_directory_and_compiles_once(tmp_path, config):
     summary = train_and_evaluate(config, str(tmp_path), experiment="demo", variant="test",
                                  progress=False)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "metrics.jsonl", "model.npz",
-                                            "predictions.npz", "split.json", "summary.json"]
+                                            "parts.json", "predictions.npz", "split.json", "summary.json"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["kind"] == "cold_drug" and len(split["test"]) == on_disk["split"]["test"]
