@@ -32,8 +32,31 @@ def regenerate(path: str, timeout_s: int = 3600) -> float:
     start = time.time()
     NotebookClient(nb, timeout=timeout_s, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": HERE}}).execute()
-    nbformat.write(nb, path)
+    nbformat.write(drop_noise(nb), path)
     return time.time() - start
+
+
+# A kernel without ipywidgets warns once, on importing tqdm.auto (the training loop's progress
+# bars, switched off in the notebooks): noise to a reader, so the committed copy leaves it out.
+NOISE = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm as notebook_tqdm")
+
+
+def drop_noise(nb):
+    """`nb` without the NOISE lines of its stderr outputs (and outputs left empty)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stderr":
+                lines = [line for line in out.text.splitlines(keepends=True)
+                         if not any(n in line for n in NOISE)]
+                out.text = "".join(lines)
+                if not out.text.strip():
+                    continue
+            kept.append(out)
+        cell.outputs = kept
+    return nb
 
 
 def main(argv=None) -> int:

@@ -168,7 +168,7 @@ def test_only_process_zero_writes(runs):
     root, _ = runs
     multi = root / "multi"
     assert sorted(os.listdir(multi)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                         "model.npz", "predictions.npz", "split.json",
+                                         "model.npz", "parts.json", "predictions.npz", "split.json",
                                          "summary.json"]
     config = json.loads((multi / "config.json").read_text())
     assert config["train"]["data_parallel"] is True
