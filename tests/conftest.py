@@ -16,9 +16,9 @@ from perturbjax.runtime import tune_host_allocator
 
 tune_host_allocator()  # as the CLI runs: before JAX starts its threads
 
-from perturbjax.data import registry
-from perturbjax.data.demo import DemoConfig, make_demo
-from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
+from perturbjax.data import registry  # noqa: E402 (after the allocator)
+from perturbjax.data.demo import DemoConfig, make_demo  # noqa: E402 (after the allocator)
+from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet  # noqa: E402 (after the allocator)
 
 
 def small_graph() -> HeteroGraph:

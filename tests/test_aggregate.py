@@ -150,10 +150,10 @@ def test_half_precision_accumulates_in_float32(dtype):
 def test_jittable(edges):
     ids, data, logits, mask = edges
     fn = jax.jit(
-        lambda d, l, i, m: (
+        lambda d, logit, i, m: (
             segment_sum(d, i, NUM_SEGMENTS, m),
             segment_mean(d, i, NUM_SEGMENTS, m),
-            segment_softmax(l, i, NUM_SEGMENTS, m),
+            segment_softmax(logit, i, NUM_SEGMENTS, m),
         )
     )
     for got, ref in zip(fn(data, logits, ids, mask), (

@@ -290,8 +290,8 @@ class StopSignals:
         self.signal_name = signal.Signals(signum).name
         if signum == signal.SIGINT:  # the next Ctrl-C interrupts at once
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            print(f"perturbjax: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C "
-                  f"again to abort without saving)", file=sys.stderr)
+            print("perturbjax: Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C "
+                  "again to abort without saving)", file=sys.stderr)
 
     def reached(self, step: int) -> bool:
         """Whether to stop after `step` (in every process at the same step)."""
