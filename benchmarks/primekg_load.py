@@ -24,7 +24,7 @@ import pyarrow
 
 from perturbjax.data.primekg import load_primekg
 from perturbjax.data.primekg_synthetic import synthetic_primekg
-from perturbjax.train.logging import peak_rss_gib
+from perturbjax.training.logging import peak_rss_gib
 
 N_NODES, N_EDGES = 129_375, 8_100_498
 

@@ -24,8 +24,8 @@ import numpy as np
 from perturbjax.config import load_config
 from perturbjax.eval.compare import write_section
 from perturbjax.tasks import make_task
-from perturbjax.train.batching import train_batches
-from perturbjax.train.logging import peak_rss_gib
+from perturbjax.training.batching import train_batches
+from perturbjax.training.logging import peak_rss_gib
 
 
 def measure_sampler(config_arg: str, batches: int) -> dict:

@@ -73,7 +73,7 @@ def _join_processes(args) -> None:
         raise SystemExit(f"perturbjax train: {', '.join(_PROCESS_FLAGS)} go together (missing "
                          f"{', '.join(missing)}); or pass --distributed alone to let JAX detect "
                          f"them (TPU VM pods, SLURM, Open MPI)")
-    from perturbjax.train.parallel import initialize_processes
+    from perturbjax.training.parallel import initialize_processes
 
     try:
         initialize_processes(*given)
@@ -86,8 +86,8 @@ def _join_processes(args) -> None:
 def _train(args, rest) -> None:
     # Imported here to keep `--help` fast.
     from perturbjax.runs import train
-    from perturbjax.train.checkpoint import Preempted, WorkdirConflict
-    from perturbjax.train.parallel import ProcessSetupError
+    from perturbjax.training.checkpoint import Preempted, WorkdirConflict
+    from perturbjax.training.parallel import ProcessSetupError
 
     try:
         config = apply_overrides(load_config(args.config), _split_overrides(rest))
@@ -434,7 +434,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     checks raise with a message naming the file, record or key. A module not yet imported
     raised nothing, so it is not imported here (a fast refusal stays fast)."""
     errors = [ValueError, OSError]  # WorkdirConflict is a ValueError
-    for module, name in (("perturbjax.train.parallel", "ProcessSetupError"),
+    for module, name in (("perturbjax.training.parallel", "ProcessSetupError"),
                          ("perturbjax.launch", "LaunchError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))

@@ -14,7 +14,7 @@
 `Run` reads what the run directory holds: `config.json`, `summary.json` and `parts.json` (the
 drugs, cell lines and readout genes of every split part, written by `perturbjax train`). Those
 need no data and no JAX. `predict`, `predict_known`, `explain` and `repurpose` rebuild the
-trained model from the data on first use (`train/restore.py`: seconds for the demo, a minute
+trained model from the data on first use (`training/restore.py`: seconds for the demo, a minute
 or more for Hetionet); a run whose model cannot do what is asked is refused from its config
 first.
 
@@ -94,7 +94,7 @@ def train(config, workdir: str, *, overrides=(), progress: bool = True, experime
       checkpoint.Preempted: stopped by SIGTERM or Ctrl-C with a checkpoint saved.
     """
     from perturbjax.config import apply_overrides, load_config
-    from perturbjax.train.loop import train_and_evaluate
+    from perturbjax.training.loop import train_and_evaluate
 
     if isinstance(config, str):
         path, _, spec = config.partition(".py:")
@@ -198,7 +198,7 @@ class Run:
     @property
     def config(self):
         if self._config is None:
-            from perturbjax.train.restore import run_config
+            from perturbjax.training.restore import run_config
 
             self._config = run_config(self.workdir)
         return self._config
@@ -288,7 +288,7 @@ class Run:
         if self._trained is None:
             self._require_perturbation("predict")
             self._require_full_graph()
-            from perturbjax.train.restore import load_run as restore
+            from perturbjax.training.restore import load_run as restore
 
             self._trained = restore(self.workdir)
             self._config = self._trained.config
@@ -395,7 +395,7 @@ class Run:
 
         from perturbjax.explain.report import find_condition
         from perturbjax.predict import gene_columns
-        from perturbjax.train.restore import condition_function
+        from perturbjax.training.restore import condition_function
 
         run = self.trained
         task, data = run.task, run.task.data

@@ -85,7 +85,7 @@ def demo_runs(tmp_path_factory):
     without the mechanism's edge types: {(seed, "" | "ablate"): (summary, workdir)}. Shared by
     the science and explanation tests (minutes of training, done once)."""
     from perturbjax.config import apply_overrides, load_config
-    from perturbjax.train.loop import train_and_evaluate
+    from perturbjax.training.loop import train_and_evaluate
 
     shorter = ["train.num_steps=300", "train.eval_every=100", "wandb.mode=disabled"]
     out = {}

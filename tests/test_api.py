@@ -145,7 +145,7 @@ def test_compare_api_marks_too_few_pairs_not_testable(tmp_path, capsys):
 
 def test_wandb_says_one_line_and_logs_the_rest(tmp_path, capfd):
     from perturbjax.tasks import default_config
-    from perturbjax.train.logging import RunLogger
+    from perturbjax.training.logging import RunLogger
 
     config = default_config("perturbation")
     config.wandb.mode = "offline"
@@ -163,3 +163,11 @@ def test_no_library_module_sets_the_matplotlib_backend():
     offenders = [os.path.join(d, f) for d, _, files in os.walk(package) for f in files
                  if f.endswith(".py") and "matplotlib.use(" in open(os.path.join(d, f)).read()]
     assert offenders == []
+
+
+def test_the_train_function_survives_importing_the_training_package():
+    import perturbjax as pj
+    import perturbjax.training.loop  # noqa: F401  (binds perturbjax.training, not .train)
+    from perturbjax.runs import train
+
+    assert pj.train is train

@@ -16,8 +16,8 @@ from perturbjax.graph.hetero import EdgeSet, EdgeType, HeteroGraph, NodeSet
 from perturbjax.graph.topology import Topology
 from perturbjax.models.cells import CELL_LAYERS, READOUTS, CellGraphClassifier
 from perturbjax.tasks.cells import disjoint_copies
-from perturbjax.train import loop
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training import loop
+from perturbjax.training.loop import train_and_evaluate
 from tosg_data import tree_digest, write_dataset
 
 EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "tosg_celltype.py")
@@ -150,7 +150,7 @@ PARALLEL_SCRIPT = """
 import json, sys
 import jax
 from perturbjax.config import apply_overrides, load_config
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.loop import train_and_evaluate
 assert jax.device_count() == 2, jax.devices()
 experiment, root, workdir = sys.argv[1:4]
 base = [f"data.root={root}", "model.dropout=0.0", "train.batch_size=8", "train.num_steps=6",

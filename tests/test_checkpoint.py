@@ -23,9 +23,9 @@ import pytest
 from perturbjax import cli
 from perturbjax.config import apply_overrides, config_to_json, load_config
 from perturbjax.tasks import make_task
-from perturbjax.train.batching import train_batches
+from perturbjax.training.batching import train_batches
 from perturbjax.tasks.perturbation_config import base_config
-from perturbjax.train.checkpoint import (
+from perturbjax.training.checkpoint import (
     Checkpoints,
     WorkdirConflict,
     check_workdir_config,

@@ -8,7 +8,7 @@ import pytest
 from perturbjax.cli import main
 from perturbjax.config import load_config
 from perturbjax.tasks import make_task
-from perturbjax.train.batching import eval_batches, train_batches
+from perturbjax.training.batching import eval_batches, train_batches
 
 DEMO = "experiments/demo.py:test"
 

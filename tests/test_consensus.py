@@ -13,7 +13,7 @@ from perturbjax.data.hetionet_lincs import ConsensusConfig, make_consensus
 from perturbjax.data.lincs import read_landmark_genes
 from perturbjax.data.splits import make_split
 from perturbjax.graph.hetero import EdgeType
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.loop import train_and_evaluate
 
 EXPERIMENT = "experiments/hetionet_lincs_consensus.py"
 

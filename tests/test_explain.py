@@ -20,7 +20,7 @@ from perturbjax.explain import attribution
 from perturbjax.explain.report import explain
 from perturbjax.graph.propagate import propagate
 from perturbjax.graph.topology import Topology
-from perturbjax.train.restore import condition_function, load_run
+from perturbjax.training.restore import condition_function, load_run
 from tests.conftest import DEMO_EXPERIMENT
 from tests.test_cli_errors import one_line_error
 

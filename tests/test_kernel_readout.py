@@ -12,7 +12,7 @@ from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.models.kernel_ridge import (KernelRidgeReadout, hyper, leave_out_groups,
                                            ridge_predict)
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.loop import train_and_evaluate
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
 DEMO = os.path.join(EXPERIMENTS, "demo.py")

@@ -241,7 +241,7 @@ def test_run_logger_passes_group_and_job_type_to_wandb(tmp_path, monkeypatch):
     import types
 
     from perturbjax.config import load_config
-    from perturbjax.train.logging import RunLogger
+    from perturbjax.training.logging import RunLogger
 
     seen = {}
 

@@ -26,9 +26,9 @@ import pytest
 
 from perturbjax import cli
 from perturbjax.config import load_config
-from perturbjax.train import loop
-from perturbjax.train.checkpoint import Checkpoints
-from perturbjax.train.parallel import ProcessSetupError
+from perturbjax.training import loop
+from perturbjax.training.checkpoint import Checkpoints
+from perturbjax.training.parallel import ProcessSetupError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "experiments", "demo.py")

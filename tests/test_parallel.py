@@ -1,4 +1,4 @@
-"""Data parallelism (perturbjax/train/parallel.py): 4 CPU devices give the 1-device run.
+"""Data parallelism (perturbjax/training/parallel.py): 4 CPU devices give the 1-device run.
 
 The multi-device test runs in a subprocess: `--xla_force_host_platform_device_count` must be in
 XLA_FLAGS before JAX initialises, and this pytest process has initialised it already.
@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from perturbjax.train.parallel import Shares, make_mesh, stack_shares
+from perturbjax.training.parallel import Shares, make_mesh, stack_shares
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -32,9 +32,9 @@ SCRIPT = textwrap.dedent("""
     from flax import nnx
     from perturbjax.config import apply_overrides, load_config
     from perturbjax.tasks import make_task
-    from perturbjax.train.checkpoint import Checkpoints
-    from perturbjax.train.loop import train_and_evaluate
-    from perturbjax.train.optim import make_optimizer
+    from perturbjax.training.checkpoint import Checkpoints
+    from perturbjax.training.loop import train_and_evaluate
+    from perturbjax.training.optim import make_optimizer
 
     assert jax.device_count() == 4, jax.devices()
     demo, workdir = sys.argv[1], sys.argv[2]

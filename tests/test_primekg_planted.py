@@ -8,7 +8,7 @@ import pytest
 
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.data.primekg_planted import CELL, PPI, TARGETS, PlantedConfig, make_planted
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.loop import train_and_evaluate
 
 SMALL = dict(synthesize=True, synthetic_nodes=2_000, synthetic_rows=40_000, n_readout=40,
              n_cells=4, expressed_genes=10, max_drugs=50, cells_per_drug=2)

@@ -15,7 +15,7 @@ from perturbjax.graph.schema import GraphSchema
 from perturbjax.graph.topology import Topology
 from perturbjax.models.kernel_ridge import HYPER_RATE, hyper
 from perturbjax.models.relational_sgc import RelationalSGC, relation_groups
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.loop import train_and_evaluate
 
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
 CONSENSUS = os.path.join(EXPERIMENTS, "hetionet_lincs_consensus.py")
@@ -215,7 +215,7 @@ def test_a_consensus_run_trains_the_relation_weights(sgc_run, data_dir_unchanged
 def test_a_relational_sgc_run_explains_and_predicts_new_drugs(sgc_run, tmp_path):
     from perturbjax.explain.report import explain
     from perturbjax.predict import NewDrug, extend_graph, predict_drugs
-    from perturbjax.train.restore import condition_function, load_run
+    from perturbjax.training.restore import condition_function, load_run
 
     run = load_run(sgc_run[1])
     data, graph = run.task.data, run.task.graph

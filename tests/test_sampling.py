@@ -19,8 +19,8 @@ from perturbjax.graph.sampling import NeighbourSampler, parse_fanouts
 from perturbjax.models.perturbation import KGEncoder
 from perturbjax.models.registry import layer_factory
 from perturbjax.tasks import make_task
-from perturbjax.train.batching import train_batches
-from perturbjax.train.loop import train_and_evaluate
+from perturbjax.training.batching import train_batches
+from perturbjax.training.loop import train_and_evaluate
 
 DEMO = "experiments/demo.py:test"
 
@@ -350,9 +350,9 @@ def test_sampled_mode_data_parallel_gives_each_device_its_own_subgraph(tmp_path)
         "import json, sys, jax, numpy as np\n"
         "from perturbjax.config import apply_overrides, load_config\n"
         "from perturbjax.tasks import make_task\n"
-        "from perturbjax.train.loop import train_and_evaluate\n"
-        "from perturbjax.train.parallel import Shares\n"
-        "from perturbjax.train.batching import train_batches\n"
+        "from perturbjax.training.loop import train_and_evaluate\n"
+        "from perturbjax.training.parallel import Shares\n"
+        "from perturbjax.training.batching import train_batches\n"
         "assert jax.device_count() == 2\n"
         f"config = apply_overrides(load_config({DEMO!r}), ['graph.mode=sampled', 'baselines=[]',"
         " 'train.data_parallel=True'])\n"

@@ -12,9 +12,9 @@ from perturbjax import cli
 from perturbjax.config import apply_overrides, load_config
 from perturbjax.eval.compare import provenance
 from perturbjax.tasks import make_task
-from perturbjax.train.batching import train_batches
-from perturbjax.train.loop import make_steps, predict, train_and_evaluate
-from perturbjax.train.optim import make_optimizer
+from perturbjax.training.batching import train_batches
+from perturbjax.training.loop import make_steps, predict, train_and_evaluate
+from perturbjax.training.optim import make_optimizer
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "experiments", "demo.py")
 

@@ -10,7 +10,7 @@ import pytest
 
 from perturbjax.cli import main
 from perturbjax.graph import kernels
-from perturbjax.train.checkpoint import StopSignals
+from perturbjax.training.checkpoint import StopSignals
 from tests.tosg_data import write_dataset
 
 EXPERIMENT = os.path.join(os.path.dirname(__file__), "..", "experiments", "tosg_celltype.py")

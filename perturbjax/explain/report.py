@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from perturbjax.explain import attribution
-from perturbjax.train.restore import TrainedRun, condition_function
+from perturbjax.training.restore import TrainedRun, condition_function
 
 
 class ExplainError(ValueError):

@@ -32,7 +32,7 @@ from perturbjax.models.graph_ridge import GraphRidge
 from perturbjax.models.layers import HGT, RGCN, HeteroGAT
 from perturbjax.models.perturbation import DECODERS, PerturbationModel
 from perturbjax.models.relational_sgc import RelationalSGC
-from perturbjax.train.settings import at_least
+from perturbjax.training.settings import at_least
 
 
 def _number_in(low: float, high: float) -> Callable[[Any], bool]:

@@ -1,8 +1,8 @@
-"""The contract between a task and the task-agnostic train loop (`perturbjax.train.loop`).
+"""The contract between a task and the task-agnostic train loop (`perturbjax.training.loop`).
 
 A task knows its data, model, loss, metrics and baselines. The loop owns everything that is the
 same for every task: the order of training batches and skipping them on resume, filling the last
-evaluation batch, dividing batches into device shares (`perturbjax.train.batching`), the
+evaluation batch, dividing batches into device shares (`perturbjax.training.batching`), the
 optimizer, checkpoints, logging and validation-only model selection.
 """
 

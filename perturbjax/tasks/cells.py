@@ -29,7 +29,7 @@ from perturbjax.graph.topology import Topology
 from perturbjax.models.cells import CELL_LAYERS, READOUTS, CellGraphClassifier
 from perturbjax.models.classifiers import CLASSIFIERS, make_classifier
 from perturbjax.tasks.base import SelectionMetric
-from perturbjax.train.settings import at_least, config_checker, loop_config, validate_loop_config
+from perturbjax.training.settings import at_least, config_checker, loop_config, validate_loop_config
 
 log = logging.getLogger(__name__)
 SPLITS = ("donor", "stratified")

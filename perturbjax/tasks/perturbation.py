@@ -1,6 +1,6 @@
 """The perturbation task: data, split, graph, model, loss and metrics for the train loop.
 
-The loop in `perturbjax.train.loop` knows nothing of drugs or genes; this class supplies them,
+The loop in `perturbjax.training.loop` knows nothing of drugs or genes; this class supplies them,
 from the pieces that each have their own module:
 
     config schema            perturbjax/tasks/perturbation_config.py

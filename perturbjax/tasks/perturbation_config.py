@@ -19,7 +19,7 @@ from perturbjax.graph.prepare import GRAPH_MODES
 from perturbjax.graph.sampling import BUDGETS
 from perturbjax.models.baselines import BASELINES
 from perturbjax.models.registry import MODELS, model_fields
-from perturbjax.train.settings import (at_least, config_checker, is_integer, loop_config,
+from perturbjax.training.settings import (at_least, config_checker, is_integer, loop_config,
                                        validate_loop_config)
 
 

@@ -10,14 +10,14 @@ from typing import Iterator
 
 import numpy as np
 
-from perturbjax.train.parallel import Shares, stack_shares
+from perturbjax.training.parallel import Shares, stack_shares
 
 PART_CODES = {"train": 1, "validation": 2, "test": 3}
 
 
 def _batches(task, idx: np.ndarray, shares: Shares | None, sample_seed: tuple[int, ...]) -> dict:
     """One batch of the examples `idx`; with `shares`, this process's shares of it, stacked on a
-    leading device axis (see `perturbjax.train.parallel`). Share i's randomness is seeded by
+    leading device axis (see `perturbjax.training.parallel`). Share i's randomness is seeded by
     `sample_seed + (i,)`, whichever process builds it."""
     if shares is None:
         return task.make_batch(idx, sample_seed + (0,))

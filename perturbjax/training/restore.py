@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from perturbjax.tasks import default_config, make_task
-from perturbjax.train.checkpoint import WorkdirConflict, load_model
+from perturbjax.training.checkpoint import WorkdirConflict, load_model
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:

@@ -62,12 +62,12 @@ from tqdm.auto import tqdm
 from perturbjax.config import config_to_json
 from perturbjax.runs import PARTS_FILE, parts_record
 from perturbjax.tasks import default_config, make_task, validate_config
-from perturbjax.train.batching import eval_batches, train_batches
-from perturbjax.train.checkpoint import (Checkpoints, Preempted, StopSignals, check_workdir_config,
+from perturbjax.training.batching import eval_batches, train_batches
+from perturbjax.training.checkpoint import (Checkpoints, Preempted, StopSignals, check_workdir_config,
                                          save_model)
-from perturbjax.train.logging import RunLogger, peak_rss_gib
-from perturbjax.train.optim import apply_gradients, make_optimizer
-from perturbjax.train.parallel import (ProcessSetupError, Shares, make_mesh, make_parallel_steps,
+from perturbjax.training.logging import RunLogger, peak_rss_gib
+from perturbjax.training.optim import apply_gradients, make_optimizer
+from perturbjax.training.parallel import (ProcessSetupError, Shares, make_mesh, make_parallel_steps,
                                        replicate)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from perturbjax.train.parallel import same_on_every_process
+from perturbjax.training.parallel import same_on_every_process
 
 ITEMS = ("state", "loop", "config", "description")
 MODEL_FILE = "model.npz"

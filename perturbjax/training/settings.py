@@ -26,7 +26,7 @@ def loop_config() -> ml_collections.ConfigDict:
     c.train.clip_norm = 1.0
     c.train.log_every = 50
     c.train.eval_every = 100
-    # Data parallelism (perturbjax/train/parallel.py): the global batch `batch_size` is split
+    # Data parallelism (perturbjax/training/parallel.py): the global batch `batch_size` is split
     # over a 1-D device mesh, `batch_size / n` examples per device, with pmean of gradients.
     # `num_devices` > 0 uses the first that many local devices, 0 all of them; without
     # `data_parallel` the single-device steps run and `num_devices` is ignored.

@@ -52,7 +52,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from perturbjax.train.optim import apply_gradients
+from perturbjax.training.optim import apply_gradients
 
 AXIS = "data"
 
